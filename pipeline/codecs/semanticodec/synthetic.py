@@ -1,0 +1,239 @@
+"""Synthetic SemantiCodec checkpoints in the official folder layout, for tests and offline demos.
+
+Two kinds, both marked with `SYNTHETIC_WEIGHTS.json` at the folder root so that everything
+built on them can say so:
+
+* **golden**: full-size weights rebuilt bit for bit from the manifests in
+  `shared/golden/semanticodec/` (fill rule in its RECIPE.md; every tensor's SHA-256 checked).
+  The golden tokens were computed with the official code on exactly these weights.
+* **small**: the same keys with small shapes (ViT width 64, 4 blocks), so the pipeline's tests
+  run in seconds. The encoder derives its architecture from shapes, so both load the same way.
+
+Weights are random: tokens from them carry no meaning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import SYNTHETIC_MARKER, default_cache_dir
+from .variants import (
+    ACOUSTIC_VOCAB_SIZE,
+    SEMANTIC_VOCAB_SIZES,
+    SemantiCodecVariant,
+)
+
+log = logging.getLogger(__name__)
+
+GOLDEN_DIR_ENV = "SEMANTICODEC_GOLDEN_DIR"
+_NUMPY_DTYPES = {"float32": np.float32, "bool": np.bool_, "int32": np.int32, "int64": np.int64}
+
+
+def default_golden_dir() -> Path:
+    """`shared/golden/semanticodec` beside the repository, or $SEMANTICODEC_GOLDEN_DIR."""
+    if os.environ.get(GOLDEN_DIR_ENV):
+        return Path(os.environ[GOLDEN_DIR_ENV])
+    repo = Path(__file__).resolve().parents[3]
+    return repo.parent / "shared" / "golden" / "semanticodec"
+
+
+def fill_normal(key: str, shape, scale: float, offset: float) -> np.ndarray:
+    """RECIPE.md rule 1: float64 standard normals seeded by crc32(key), scaled, rounded once."""
+    rng = np.random.default_rng(zlib.crc32(key.encode("utf-8")))
+    values = rng.standard_normal(tuple(shape))
+    values *= scale
+    values += offset
+    return values.astype(np.float32)
+
+
+def materialize(entry: dict, fixed_buffers=None) -> np.ndarray:
+    """One manifest entry → its array (rules 1–3 of RECIPE.md)."""
+    fill = entry["fill"]
+    if fill == "normal":
+        return fill_normal(entry["key"], entry["shape"], float(entry["scale"]), float(entry["offset"]))
+    dtype = _NUMPY_DTYPES[entry["dtype"]]
+    if fill == "constant":
+        return np.full(entry["shape"], entry["value"], dtype=dtype)
+    if fill == "file":
+        return np.asarray(fixed_buffers[entry["array"]], dtype=dtype).reshape(entry["shape"])
+    raise ValueError(f"unknown fill {fill!r} for {entry['key']}")
+
+
+def _sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def _state_from_manifest(manifest: dict, fixed_buffers=None) -> dict:
+    import torch
+
+    state = {}
+    for entry in manifest["entries"]:
+        array = materialize(entry, fixed_buffers)
+        if _sha256(array) != entry["sha256"]:
+            raise RuntimeError(f"synthetic tensor {entry['key']} does not match its manifest sha256")
+        state[entry["key"]] = torch.from_numpy(array)
+    return state
+
+
+def _write_marker(root: Path, description: dict) -> None:
+    text = {"synthetic": True, "warning": "random weights for tests: tokens and audio mean nothing", **description}
+    (root / SYNTHETIC_MARKER).write_text(json.dumps(text, indent=2) + "\n")
+
+
+def _save_npy(array: np.ndarray, path: Path) -> None:
+    with open(path, "wb") as handle:
+        np.save(handle, array)
+
+
+def _save_atomically(obj, path: Path, save) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    save(obj, partial)
+    os.replace(partial, path)
+
+
+def build_golden_checkpoint(
+    root: str | os.PathLike, token_rate: int, *, golden_dir=None, include_decoder: bool = False
+) -> Path:
+    """Write the full-size synthetic checkpoint of one rate (V=4096 codebook) under `root`."""
+    import torch
+
+    root = Path(root)
+    golden = Path(golden_dir) if golden_dir else default_golden_dir()
+    variant = SemantiCodecVariant(token_rate, 4096)
+    manifest = json.loads((golden / f"encoder_manifest_r{token_rate}.json").read_text())
+    codebook = materialize(manifest["semantic_codebook"])
+    if _sha256(codebook) != manifest["semantic_codebook"]["sha256"]:
+        raise RuntimeError("synthetic semantic codebook does not match its manifest sha256")
+    _save_atomically(codebook, root / variant.codebook_file, _save_npy)
+    del codebook
+    state = _state_from_manifest(manifest)
+    _save_atomically(state, root / variant.encoder_file, torch.save)
+    del state
+    if include_decoder:
+        dec_manifest = json.loads((golden / f"decoder_manifest_r{token_rate}.json").read_text())
+        with np.load(golden / "decoder_fixed_buffers.npz") as buffers:
+            state = _state_from_manifest(dec_manifest, buffers)
+        _save_atomically(state, root / variant.decoder_file, torch.save)
+        del state
+    _write_marker(root, {"kind": "golden", "source": str(golden), "token_rates": [token_rate]})
+    return root
+
+
+def ensure_golden_checkpoint(token_rate: int, *, cache_dir=None, golden_dir=None, include_decoder=False) -> Path:
+    """The cached golden checkpoint folder of one rate, built on first use (outside the repo)."""
+    golden = Path(golden_dir) if golden_dir else default_golden_dir()
+    manifest = golden / f"encoder_manifest_r{token_rate}.json"
+    tag = hashlib.sha256(manifest.read_bytes()).hexdigest()[:12]
+    root = Path(cache_dir) if cache_dir else default_cache_dir() / "synthetic-golden"
+    folder = root / f"r{token_rate}-{tag}"
+    variant = SemantiCodecVariant(token_rate, 4096)
+    needed = [variant.encoder_file, variant.codebook_file, SYNTHETIC_MARKER]
+    if include_decoder:
+        needed.append(variant.decoder_file)
+    if not all((folder / name).is_file() for name in needed):
+        log.info("building synthetic golden checkpoint (rate %d) in %s", token_rate, folder)
+        build_golden_checkpoint(folder, token_rate, golden_dir=golden, include_decoder=include_decoder)
+    return folder
+
+
+def remove_checkpoint(folder: str | os.PathLike) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- small checkpoints for pipeline tests ---
+
+def _small_scale(key: str, shape) -> tuple[float, float]:
+    """Scale/offset in the spirit of RECIPE.md: unit-variance activations through every layer."""
+    fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+    name = key.rsplit(".", 1)[-1]
+    if "norm" in key and name == "weight":
+        return 0.1, 1.0
+    if name.startswith("bias"):
+        return 0.02, 0.0
+    if name == "pos_embed":
+        return 0.6, 0.0
+    if name in ("cls_token", "embed"):
+        return 0.02, 0.0
+    if name.startswith("weight_ih"):
+        return 4 / np.sqrt(shape[1]), 0.0
+    if name.startswith("weight_hh"):
+        return 2 / np.sqrt(shape[1]), 0.0
+    if key.endswith("attn.proj.weight"):
+        return 0.1 / np.sqrt(fan_in), 0.0
+    return 1 / np.sqrt(fan_in), 0.0
+
+
+def small_encoder_shapes(token_rate: int, width: int = 64, depth: int = 4, layers: int | None = None) -> dict:
+    """Key → shape of a small encoder in the official key layout (MAE decoder left out)."""
+    variant = SemantiCodecVariant(token_rate, 4096)
+    dim = width * variant.patches_per_token
+    hidden = 2 * dim
+    patch = 16
+    shapes = {
+        "audiomae.model.cls_token": (1, 1, width),
+        "audiomae.model.pos_embed": (1, 513, width),
+        "audiomae.model.patch_embed.proj.weight": (width, 1, patch, patch),
+        "audiomae.model.patch_embed.proj.bias": (width,),
+    }
+    for b in range(depth):
+        p = f"audiomae.model.blocks.{b}."
+        shapes |= {
+            p + "norm1.weight": (width,), p + "norm1.bias": (width,),
+            p + "attn.qkv.weight": (3 * width, width), p + "attn.qkv.bias": (3 * width,),
+            p + "attn.proj.weight": (width, width), p + "attn.proj.bias": (width,),
+            p + "norm2.weight": (width,), p + "norm2.bias": (width,),
+            p + "mlp.fc1.weight": (4 * width, width), p + "mlp.fc1.bias": (4 * width,),
+            p + "mlp.fc2.weight": (width, 4 * width), p + "mlp.fc2.bias": (width,),
+        }
+    shapes |= {"audiomae.model.norm.weight": (width,), "audiomae.model.norm.bias": (width,)}
+    for layer in range(layers or variant.lstm_layers):
+        in_size = 2 * dim if layer == 0 else 2 * hidden
+        for suffix in ("", "_reverse"):
+            shapes |= {
+                f"encoder.weight_ih_l{layer}{suffix}": (4 * hidden, in_size),
+                f"encoder.weight_hh_l{layer}{suffix}": (4 * hidden, hidden),
+                f"encoder.bias_ih_l{layer}{suffix}": (4 * hidden,),
+                f"encoder.bias_hh_l{layer}{suffix}": (4 * hidden,),
+            }
+    shapes |= {
+        "encoder_output_linear.weight": (dim, 2 * hidden),
+        "quantizer._codebook.embed": (1, ACOUSTIC_VOCAB_SIZE, dim),
+    }
+    return shapes
+
+
+def build_small_checkpoint(
+    root: str | os.PathLike,
+    token_rates=(100,),
+    semantic_vocab_sizes=SEMANTIC_VOCAB_SIZES,
+    *,
+    width: int = 64,
+    depth: int = 4,
+) -> Path:
+    """Write small synthetic encoders (and codebooks) for the given rates/vocabularies under `root`."""
+    import torch
+
+    root = Path(root)
+    for rate in token_rates:
+        shapes = small_encoder_shapes(rate, width, depth)
+        state = {
+            key: torch.from_numpy(fill_normal(f"small|{key}", shape, *_small_scale(key, shape)))
+            for key, shape in shapes.items()
+        }
+        dim = shapes["quantizer._codebook.embed"][-1]
+        for vocab in semantic_vocab_sizes:
+            variant = SemantiCodecVariant(rate, vocab)
+            codebook = fill_normal(f"small|codebook|{rate}|{vocab}", (vocab, dim), 0.05, 0.0)
+            _save_atomically(codebook, root / variant.codebook_file, _save_npy)
+        _save_atomically(state, root / SemantiCodecVariant(rate, 4096).encoder_file, torch.save)
+    _write_marker(root, {"kind": "small", "width": width, "depth": depth, "token_rates": list(token_rates)})
+    return root

@@ -1,0 +1,97 @@
+"""The 12 published SemantiCodec variants: a frozen description of each and its official file paths."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TOKEN_RATES = (100, 50, 25)
+SEMANTIC_VOCAB_SIZES = (4096, 8192, 16384, 32768)
+ACOUSTIC_VOCAB_SIZE = 8192
+
+SAMPLE_RATE_HZ = 16000
+SEGMENT_SAMPLES = 163_840  # one 10.24 s encoder window at 16 kHz
+SEGMENT_FRAMES = 1024  # fbank rows (10 ms hop) per window
+MEL_BINS = 128
+AUDIOMAE_GRID = (64, 8)  # (time, frequency) 16x16 patches of a 1024x128 window
+BASE_TOKENS_PER_SEGMENT = AUDIOMAE_GRID[0] * AUDIOMAE_GRID[1]  # 512 at rate 100
+
+# LSTM depth of the acoustic branch, fixed per rate by the official configs.
+_LSTM_LAYERS = {100: 4, 50: 3, 25: 2}
+
+
+@dataclass(frozen=True, slots=True)
+class SemantiCodecVariant:
+    """One (token rate, semantic vocabulary) pair and where its files live in the official layout."""
+
+    token_rate: int = 100
+    semantic_vocab_size: int = 16384
+
+    def __post_init__(self) -> None:
+        if self.token_rate not in TOKEN_RATES:
+            raise ValueError(f"token_rate must be one of {TOKEN_RATES}, got {self.token_rate!r}")
+        if self.semantic_vocab_size not in SEMANTIC_VOCAB_SIZES:
+            raise ValueError(
+                f"semantic_vocab_size must be one of {SEMANTIC_VOCAB_SIZES}, "
+                f"got {self.semantic_vocab_size!r}"
+            )
+
+    @property
+    def name(self) -> str:
+        return f"semanticodec-r{self.token_rate}-v{self.semantic_vocab_size}"
+
+    @property
+    def stack_factor(self) -> float:
+        """K = 100 / rate, kept a Python float because the official length arithmetic uses it so."""
+        return 100 / self.token_rate
+
+    @property
+    def patches_per_token(self) -> int:
+        return int(self.stack_factor)
+
+    @property
+    def tokens_per_segment(self) -> int:
+        return BASE_TOKENS_PER_SEGMENT // self.patches_per_token
+
+    @property
+    def lstm_layers(self) -> int:
+        return _LSTM_LAYERS[self.token_rate]
+
+    @property
+    def frames_per_second(self) -> float:
+        """Token pairs per second of audio (half the token rate: each pair is two tokens)."""
+        return self.token_rate / 2
+
+    @property
+    def bitrate_bps(self) -> float:
+        import math
+
+        return self.frames_per_second * (
+            math.log2(self.semantic_vocab_size) + math.log2(ACOUSTIC_VOCAB_SIZE)
+        )
+
+    # --- official file layout (Hugging Face repo haoheliu/SemantiCodec) ---
+    @property
+    def folder(self) -> str:
+        return f"semanticodec_tokenrate_{self.token_rate}"
+
+    @property
+    def encoder_file(self) -> str:
+        return f"{self.folder}/encoder.ckpt"
+
+    @property
+    def decoder_file(self) -> str:
+        return f"{self.folder}/decoder.ckpt"
+
+    @property
+    def codebook_file(self) -> str:
+        # The number in the official file name is half the vocabulary size.
+        kmeans_folder = f"combine_{self.tokens_per_segment}_audioset_dominate"
+        return (
+            f"{self.folder}/codebook_idx/{kmeans_folder}/"
+            f"codebook_{self.semantic_vocab_size // 2}_0.npy"
+        )
+
+
+ALL_VARIANTS = tuple(
+    SemantiCodecVariant(rate, vocab) for rate in TOKEN_RATES for vocab in SEMANTIC_VOCAB_SIZES
+)
