@@ -65,3 +65,58 @@ def to_mono_16k(wave, sample_rate: int):
     if sample_rate != TARGET_SAMPLE_RATE_HZ:
         first = AF.resample(first, int(sample_rate), TARGET_SAMPLE_RATE_HZ)
     return first[0].contiguous()
+
+
+class AudioDecodeError(AudioInputError):
+    """Bytes that soundfile cannot decode (corrupt, truncated, not audio)."""
+
+
+READ_BLOCK_FRAMES = 1 << 20
+
+
+def decode_channel0(data: bytes, *, start_s: float | None = None, end_s: float | None = None,
+                    max_duration_s: float | None = None) -> tuple[np.ndarray, int, int]:
+    """Decode audio bytes with soundfile, keeping channel 0 only, block by block (memory ~ mono).
+
+    Returns (float32 samples [N], sample rate, channel count). Raises AudioDecodeError or
+    AudioInputError with a message naming the problem.
+    """
+    import io
+
+    import soundfile as sf
+
+    if not data:
+        raise AudioDecodeError("empty file (0 bytes)")
+    buffer = io.BytesIO(data)
+    try:
+        with sf.SoundFile(buffer) as handle:
+            rate, channels, frames = handle.samplerate, handle.channels, handle.frames
+            if rate <= 0:
+                raise AudioDecodeError(f"invalid sample rate {rate}")
+            first = int(round((start_s or 0.0) * rate))
+            last = frames if end_s is None else min(frames, int(round(end_s * rate)))
+            if max_duration_s is not None and (last - first) / rate > max_duration_s:
+                raise AudioInputError(
+                    f"{(last - first) / rate:.0f} s of audio is over the {max_duration_s:.0f} s limit"
+                )
+            if first:
+                handle.seek(first)
+            blocks = []
+            remaining = last - first
+            while remaining > 0:
+                block = handle.read(min(READ_BLOCK_FRAMES, remaining), dtype="float32", always_2d=True)
+                if len(block) == 0:
+                    break
+                blocks.append(block[:, 0].copy())
+                remaining -= len(block)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as error:
+        message = str(error).replace(f"Error opening {buffer!r}: ", "")
+        raise AudioDecodeError(f"soundfile cannot decode it: {message}") from error
+    samples = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+    if remaining > 0 and frames > 0:
+        raise AudioDecodeError(f"truncated: header says {last - first} frames, only {len(samples)} decoded")
+    if samples.size == 0:
+        raise AudioInputError("no samples (0-length audio" + (" in the requested segment)" if start_s or end_s else ")"))
+    if not np.isfinite(samples).all():
+        raise AudioInputError(f"{int((~np.isfinite(samples)).sum())} NaN/inf samples")
+    return samples, rate, channels

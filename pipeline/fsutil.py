@@ -1,0 +1,37 @@
+"""fsspec helpers: storage options are given per protocol ({"s3": {...}}), so one run can read
+s3:// and hf:// and write locally without passing S3 settings to the wrong filesystem."""
+
+from __future__ import annotations
+
+import os
+
+
+def protocol_of(url: str) -> str:
+    return url.split("://", 1)[0] if "://" in url else "file"
+
+
+def options_for(url: str, storage_options: dict | None) -> dict:
+    return dict((storage_options or {}).get(protocol_of(url), {}))
+
+
+def url_to_fs(url: str, storage_options: dict | None = None):
+    import fsspec
+
+    return fsspec.core.url_to_fs(url, **options_for(url, storage_options))
+
+
+def s3_options_from_env(endpoint_url: str | None = None, region: str | None = None,
+                        profile: str | None = None, anon: bool = False) -> dict:
+    """s3fs options; credentials come only from the environment or a named profile, never from here.
+    The standard AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL variables are honoured."""
+    options: dict = {}
+    endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        options["endpoint_url"] = endpoint
+    if region:
+        options.setdefault("client_kwargs", {})["region_name"] = region
+    if profile:
+        options["profile"] = profile
+    if anon:
+        options["anon"] = True
+    return options

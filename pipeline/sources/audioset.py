@@ -1,0 +1,83 @@
+"""AudioSet segment CSVs joined with self-hosted audio files.
+
+CSV format (`balanced_train_segments.csv` etc.): 3 header lines starting with `#`, then
+`YTID, start_seconds, end_seconds, "mid1,mid2,..."`. Files under `audio_root` are matched as
+`{YTID}_{start}_{end}.{flac,wav,...}` (the CSV's own number text, or with 3 decimals, or integer
+seconds) or `{YTID}.{ext}`; a segment with no file becomes a recorded failure.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import posixpath
+from dataclasses import dataclass
+
+from .base import AUDIO_EXTENSIONS, protocol_prefix
+from .files import FilesSource
+
+
+def parse_segments_csv(text: str) -> list[dict]:
+    rows = []
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    for fields in csv.reader(io.StringIO("\n".join(lines)), skipinitialspace=True):
+        if len(fields) < 4:
+            raise ValueError(f"malformed AudioSet segment line: {fields!r}")
+        ytid, start, end, labels = fields[0].strip(), fields[1].strip(), fields[2].strip(), fields[3]
+        rows.append({"ytid": ytid, "start": start, "end": end, "labels": [m.strip() for m in labels.split(",") if m.strip()]})
+    return rows
+
+
+def parse_class_labels(text: str) -> dict[str, str]:
+    """`class_labels_indices.csv` (index,mid,display_name) → mid → display name."""
+    reader = csv.DictReader(io.StringIO(text))
+    return {row["mid"]: row["display_name"] for row in reader}
+
+
+def segment_id(ytid: str, start: str, end: str) -> str:
+    return f"{ytid}_{float(start):.3f}_{float(end):.3f}"
+
+
+def candidate_stems(ytid: str, start: str, end: str) -> list[str]:
+    s, e = float(start), float(end)
+    return [
+        f"{ytid}_{start}_{end}",
+        f"{ytid}_{s:.3f}_{e:.3f}",
+        f"{ytid}_{s:.1f}_{e:.1f}",
+        f"{ytid}_{int(s)}_{int(e)}",
+        f"{ytid}_{int(s * 1000)}_{int(e * 1000)}",
+        ytid,
+    ]
+
+
+@dataclass
+class AudioSetSource(FilesSource):
+    audio_root: str = ""
+    class_labels_url: str | None = None
+
+    kind = "audioset"
+
+    def list_units(self) -> list[dict]:
+        if not self.audio_root:
+            raise ValueError("an AudioSet segments CSV needs --audio-root (where the audio files are)")
+        fs, path = self.filesystem()
+        segments = parse_segments_csv(fs.cat_file(path).decode("utf-8"))
+        names = {}
+        if self.class_labels_url:
+            lfs, lpath = self.filesystem(self.class_labels_url)
+            names = parse_class_labels(lfs.cat_file(lpath).decode("utf-8"))
+        afs, root = self.filesystem(self.audio_root)
+        prefix = protocol_prefix(afs)
+        by_stem = {}
+        for file in afs.find(root):
+            if file.lower().endswith(AUDIO_EXTENSIONS):
+                by_stem.setdefault(posixpath.splitext(posixpath.basename(file))[0], file)
+        units = []
+        for seg in segments:
+            stem = next((s for s in candidate_stems(seg["ytid"], seg["start"], seg["end"]) if s in by_stem), None)
+            uri = prefix + by_stem[stem] if stem else f"{prefix}{root}/{seg['ytid']}_{seg['start']}_{seg['end']}.flac"
+            unit = {"id": segment_id(seg["ytid"], seg["start"], seg["end"]), "uri": uri, "labels": seg["labels"]}
+            if names:
+                unit["human_labels"] = [names.get(m, m) for m in seg["labels"]]
+            units.append(unit)
+        return units
