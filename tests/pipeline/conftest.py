@@ -1,0 +1,55 @@
+"""Fixtures for pipeline tests: an embedded local Ray (never a stale cluster) and helpers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.dataset as pads
+import pytest
+
+from pipeline.schema import SCHEMA_DIR
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def read_output(folder: Path) -> tuple[list[dict], list[dict], dict]:
+    """(token rows, failure rows, manifest) of a committed output folder."""
+    tokens = pads.dataset(folder / "tokens", format="parquet").to_table().to_pylist() if (folder / "tokens").exists() else []
+    failures = (
+        pads.dataset(folder / "failures", format="parquet").to_table().to_pylist() if (folder / "failures").exists() else []
+    )
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return tokens, failures, manifest
+
+
+def validate_manifest(manifest: dict) -> None:
+    import jsonschema
+
+    schema = json.loads((SCHEMA_DIR / "manifest.v1.json").read_text())
+    jsonschema.validate(manifest, schema)
+
+
+def assert_each_id_once(tokens: list[dict], failures: list[dict], expected_ids: set[str]) -> None:
+    keys = [(r["id"], r["chunk_index"]) for r in tokens]
+    assert len(keys) == len(set(keys)), "a token row is duplicated"
+    failed = [r["id"] for r in failures]
+    assert len(failed) == len(set(failed)), "a failure row is duplicated"
+    assert not set(failed) & {r["id"] for r in tokens}, "an id is both tokenized and failed"
+    assert {r["id"] for r in tokens} | set(failed) == expected_ids
+
+
+def tokens_by_id(tokens: list[dict]) -> dict[str, np.ndarray]:
+    """id → [T, 2] token array, chunks concatenated in order."""
+    out: dict[str, list] = {}
+    for row in sorted(tokens, key=lambda r: (r["id"], r["chunk_index"])):
+        out.setdefault(row["id"], []).append(np.stack([row["semantic"], row["acoustic"]], axis=1))
+    return {key: np.concatenate(parts) for key, parts in out.items()}

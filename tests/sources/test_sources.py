@@ -1,0 +1,147 @@
+"""Sources without Ray: listing, stable ids, labels, detection, and per-item read errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+
+from pipeline.sources import (
+    AudioSetSource, FilesSource, HFParquetSource, ManifestSource, TarSource, open_source,
+)
+from pipeline.sources.audioset import parse_segments_csv
+
+AUDIOSET_CSV = """# Segments csv created Sun Mar  5 10:54:31 2017
+# num_ytids=3, num_segs=3, num_unique_labels=3, num_positive_labels=4
+# YTID, start_seconds, end_seconds, positive_labels
+--PJHxphWEs, 30.000, 40.000, "/m/09x0r,/t/dd00088"
+--ZhevVpy1s, 50.000, 60.000, "/m/012xff"
+missingYTID, 0.000, 10.000, "/m/09x0r"
+"""
+CLASS_LABELS = 'index,mid,display_name\n0,/m/09x0r,"Speech"\n1,/t/dd00088,"Gush"\n2,/m/012xff,"Walk, footsteps"\n'
+
+
+def wav_bytes(seconds=0.5, rate=16000, fmt="WAV") -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, np.zeros(int(seconds * rate), np.float32) + 0.1, rate, format=fmt)
+    return buffer.getvalue()
+
+
+def read_all(source):
+    return [item for unit in source.list_units() for item in source.read_unit(unit)]
+
+
+def test_files_ids_are_relative_stable_and_never_paths_out(tmp_path):
+    root = tmp_path / "audio"
+    (root / "sub dir").mkdir(parents=True)
+    (root / "sub dir" / "héllo wörld.wav").write_bytes(wav_bytes())
+    (root / "..odd..name.flac").write_bytes(wav_bytes(fmt="FLAC"))
+    (root / "notes.txt").write_text("skip me")
+    items = read_all(FilesSource(str(root)))
+    assert sorted(i["id"] for i in items) == ["..odd..name.flac", "sub dir/héllo wörld.wav"]
+    assert all(i["data"] for i in items)
+    again = [u["id"] for u in FilesSource(str(root)).list_units()]
+    assert again == sorted(again) == [u["id"] for u in FilesSource(str(root) + "/").list_units()]
+    globbed = FilesSource(str(root) + "/**/*.wav").list_units()
+    assert [u["id"] for u in globbed] == ["sub dir/héllo wörld.wav"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_manifest_with_labels_segments_and_a_missing_object(tmp_path, fmt):
+    (tmp_path / "a.wav").write_bytes(wav_bytes(2.0))
+    rows = [
+        {"id": "clip-a", "uri": "a.wav", "labels": "dog;bark", "start_s": 0.5, "end_s": 1.5},
+        {"id": "clip-missing", "uri": str(tmp_path / "gone.wav"), "labels": None, "start_s": None, "end_s": None},
+    ]
+    path = tmp_path / f"manifest.{fmt}"
+    table = pa.Table.from_pylist(rows)
+    if fmt == "csv":
+        import pyarrow.csv as pacsv
+        pacsv.write_csv(table, path)
+    elif fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        pq.write_table(table, path)
+    source = open_source(str(path))
+    assert isinstance(source, ManifestSource)
+    items = {i["id"]: i for i in read_all(source)}
+    assert items["clip-a"]["labels"] == ["dog", "bark"] and items["clip-a"]["start_s"] == 0.5
+    assert items["clip-a"]["uri"].endswith("/a.wav") and items["clip-a"]["data"]
+    assert items["clip-missing"]["error_stage"] == "read"
+    assert items["clip-missing"]["error_type"] == "FileNotFoundError"
+
+
+def write_hf_parquet(path, count=3, with_ids=True):
+    rows = []
+    for i in range(count):
+        row = {"audio": {"bytes": wav_bytes(0.3 + i * 0.1) if i != 1 else None, "path": f"{i}.wav"},
+               "labels": ["/m/09x0r"], "human_labels": ["Speech"]}
+        if with_ids:
+            row["video_id"] = f"vid{i:03d}"
+        rows.append(row)
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=2)
+
+
+def test_hf_parquet_layout_is_recognised_and_read(tmp_path):
+    data = tmp_path / "data" / "bal_train"
+    data.mkdir(parents=True)
+    write_hf_parquet(data / "00.parquet")
+    write_hf_parquet(tmp_path / "data" / "eval.parquet", with_ids=False)
+    source = open_source(str(tmp_path / "data"), split="bal_train")
+    assert isinstance(source, HFParquetSource)
+    items = read_all(source)
+    assert [i["id"] for i in items] == ["vid000", "vid001", "vid002"]
+    assert items[0]["labels"] == ["/m/09x0r"] and items[0]["human_labels"] == ["Speech"]
+    assert items[1]["error_type"] == "MissingAudioBytes"
+    only_file = open_source(str(tmp_path / "data" / "eval.parquet"))
+    assert [i["id"] for i in read_all(only_file)] == ["eval.parquet#0", "eval.parquet#1", "eval.parquet#2"]
+
+
+def test_tar_shards_with_json_metadata(tmp_path):
+    shard = tmp_path / "shards" / "train-000.tar"
+    shard.parent.mkdir()
+    with tarfile.open(shard, "w") as tar:
+        for key, payload in (("s1.flac", wav_bytes(fmt="FLAC")), ("s1.json", b'{"labels": ["cat"]}'),
+                             ("d/s2.wav", wav_bytes()), ("s3.json", b"{}")):
+            info = tarfile.TarInfo(key)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    source = open_source(str(shard.parent))
+    assert isinstance(source, TarSource)
+    items = {i["id"]: i for i in read_all(source)}
+    assert set(items) == {"train-000.tar/s1", "train-000.tar/d/s2", "train-000.tar/s3"}
+    assert items["train-000.tar/s1"]["labels"] == ["cat"]
+    assert items["train-000.tar/s3"]["error_type"] == "MissingAudioMember"
+    assert items["train-000.tar/d/s2"]["uri"].endswith("train-000.tar#d/s2.wav")
+
+
+def test_audioset_csv_joins_files_and_labels(tmp_path):
+    assert parse_segments_csv(AUDIOSET_CSV)[0] == {
+        "ytid": "--PJHxphWEs", "start": "30.000", "end": "40.000", "labels": ["/m/09x0r", "/t/dd00088"]}
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    (audio / "--PJHxphWEs_30.000_40.000.flac").write_bytes(wav_bytes(fmt="FLAC"))
+    (audio / "--ZhevVpy1s.wav").write_bytes(wav_bytes())
+    (tmp_path / "segments.csv").write_text(AUDIOSET_CSV)
+    (tmp_path / "labels.csv").write_text(CLASS_LABELS)
+    source = open_source(str(tmp_path / "segments.csv"), audio_root=str(audio), class_labels=str(tmp_path / "labels.csv"))
+    assert isinstance(source, AudioSetSource)
+    items = {i["id"]: i for i in read_all(source)}
+    assert set(items) == {"--PJHxphWEs_30.000_40.000", "--ZhevVpy1s_50.000_60.000", "missingYTID_0.000_10.000"}
+    assert items["--PJHxphWEs_30.000_40.000"]["human_labels"] == ["Speech", "Gush"]
+    assert items["--ZhevVpy1s_50.000_60.000"]["human_labels"] == ["Walk, footsteps"]
+    assert items["missingYTID_0.000_10.000"]["error_type"] == "FileNotFoundError"
+    with pytest.raises(ValueError, match="audio-root"):
+        AudioSetSource(str(tmp_path / "segments.csv")).list_units()
+
+
+def test_detection_of_an_unknown_folder(tmp_path):
+    (tmp_path / "readme.txt").write_text("nothing to see")
+    with pytest.raises(ValueError, match="cannot tell what kind of source"):
+        open_source(str(tmp_path))
