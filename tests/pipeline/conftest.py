@@ -14,8 +14,14 @@ from pipeline.schema import SCHEMA_DIR
 
 @pytest.fixture(scope="session")
 def ray_local():
+    import os
+
     import ray
 
+    from tests.pipeline.s3 import S3_ENV
+
+    for key, value in S3_ENV.items():  # fake credentials for moto, inherited by Ray's workers
+        os.environ.setdefault(key, value)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()

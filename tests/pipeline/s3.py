@@ -76,9 +76,13 @@ class FaultyProxy:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def __enter__(self) -> str:
-        self.thread.start()
+    @property
+    def url(self) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self) -> "FaultyProxy":
+        self.thread.start()
+        return self
 
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
