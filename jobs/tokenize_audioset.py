@@ -46,7 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-batch-windows", type=int, default=16, help="10.24 s windows per forward pass")
     p.add_argument("--num-gpus", type=int, default=None, help="encoder actors on GPUs (default: all GPUs)")
     p.add_argument("--num-cpu-encoders", type=int, default=1, help="encoder actors when there is no GPU")
-    p.add_argument("--cpus-per-encoder", type=int, default=1)
+    p.add_argument("--cpus-per-encoder", type=int, default=None,
+                   help="CPUs (torch threads) per encoder actor; default 1 on GPU, the node's CPUs on CPU")
     p.add_argument("--dtype", default="float32", choices=("float32", "tf32", "bfloat16"))
     p.add_argument("--rows-per-file", type=int, default=256)
     p.add_argument("--chunk-windows", type=int, default=30, help="long files are cut into chunks of N x 10.24 s")

@@ -35,7 +35,7 @@ class TokenizeConfig:
     max_batch_windows: int = 16  # 10.24 s windows per forward pass
     num_gpus: int | None = None  # None: every GPU the cluster has
     num_cpu_encoders: int = 1  # encoder actors when there is no GPU
-    cpus_per_encoder: int = 1
+    cpus_per_encoder: int | None = None  # None: GPU actors 1; CPU actors share the node, leaving one CPU for decode
     dtype: str = "float32"
     limit: int | None = None
     rows_per_file: int = 256
@@ -75,11 +75,18 @@ def _cached_get(ref, ray):
 def _encoder_resources(config: TokenizeConfig) -> dict:
     import ray
 
-    gpus = int(ray.cluster_resources().get("GPU", 0)) if config.num_gpus is None else config.num_gpus
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0)) if config.num_gpus is None else config.num_gpus
     if gpus > 0:
-        return {"concurrency": gpus, "num_gpus": 1, "num_cpus": config.cpus_per_encoder, "device": "cuda", "threads": None}
-    return {"concurrency": config.num_cpu_encoders, "num_gpus": 0, "num_cpus": config.cpus_per_encoder,
-            "device": "cpu", "threads": config.cpus_per_encoder}
+        return {"concurrency": gpus, "num_gpus": 1, "num_cpus": config.cpus_per_encoder or 1, "device": "cuda",
+                "threads": None}
+    # CPU encoders: the LSTM is memory-bound, so one actor with all cores beats several with one
+    # each (they would each stream the weights). Its Ray reservation leaves a CPU for decode tasks,
+    # which are light and interleave with the encoder's threads.
+    per_actor = max(1, int(resources.get("CPU", 1)) // config.num_cpu_encoders)
+    threads = config.cpus_per_encoder or per_actor
+    return {"concurrency": config.num_cpu_encoders, "num_gpus": 0, "num_cpus": config.cpus_per_encoder or max(1, per_actor - 1),
+            "device": "cpu", "threads": threads}
 
 
 def run_tokenize(config: TokenizeConfig, progress: bool = True) -> dict:

@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 
 from pipeline.codecs.semanticodec import SemantiCodec
-from pipeline.samples import GOOD_SAMPLES, write_samples
+from pipeline.samples import BAD_SAMPLES, GOOD_SAMPLES, write_samples
 from tests.pipeline.conftest import assert_each_id_once, tokens_by_id, validate_manifest
 from tests.pipeline.s3 import S3_ENV, MotoServer
 
@@ -53,7 +53,7 @@ def test_ray_job_submit_reads_and_writes_s3(ray_head, small_checkpoint, tmp_path
     import s3fs
 
     samples = tmp_path / "samples"
-    write_samples(samples, include_bad=False)
+    write_samples(samples)  # good files and the four broken ones
     with MotoServer() as endpoint:
         env = {**ray_head, **S3_ENV}
         fs = s3fs.S3FileSystem(endpoint_url=endpoint, key="testing", secret="testing")
@@ -70,12 +70,14 @@ def test_ray_job_submit_reads_and_writes_s3(ray_head, small_checkpoint, tmp_path
         result = subprocess.run(job, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
         assert "Job 'raysubmit_" in result.stdout + result.stderr and '"tokenized": 7' in result.stdout
+        assert "4 inputs failed; see s3://corpus/run1/failures/" in result.stdout
         files = fs.find("corpus/run1/tokens")
         assert files and all(f.rsplit("/", 1)[1].startswith("part-") for f in files)
         tokens = pads.dataset(files, filesystem=fs, format="parquet").to_table().to_pylist()
+        failed = pads.dataset(fs.find("corpus/run1/failures"), filesystem=fs, format="parquet").to_table().to_pylist()
         manifest = json.loads(fs.cat_file("corpus/run1/manifest.json"))
     validate_manifest(manifest)
-    assert_each_id_once(tokens, [], set(GOOD_SAMPLES))
+    assert_each_id_once(tokens, failed, set(GOOD_SAMPLES) | set(BAD_SAMPLES))
     assert all(r["uri"].startswith("s3://audio/in/") for r in tokens)
     codec = SemantiCodec.from_pretrained(str(small_checkpoint), token_rate=100, semantic_vocab_size=4096)
     got = tokens_by_id(tokens)

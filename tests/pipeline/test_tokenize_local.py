@@ -191,3 +191,21 @@ def test_audioset_csv_source(ray_local, small_checkpoint, tmp_path):
     by_id = {r["id"]: r for r in tokens}
     assert "--PJHxphWEs" in by_id["--PJHxphWEs_30.000_40.000"]["id"]
     assert by_id["--PJHxphWEs_30.000_40.000"]["human_labels"] == ["Speech", "Gush"]
+
+
+def test_odd_file_names_give_safe_stable_ids(ray_local, small_checkpoint, tmp_path):
+    audio = tmp_path / "audio"
+    (audio / "sub folder").mkdir(parents=True)
+    names = ["with space.flac", "ünïcödé 音.flac", "..dots...flac", "sub folder/../x.flac"]
+    for i, name in enumerate(names):
+        (audio / name).parent.mkdir(parents=True, exist_ok=True)
+        (audio / name).write_bytes(_wav(0.5, i))
+    expected = {"with space.flac", "ünïcödé 音.flac", "..dots...flac", "x.flac"}
+    out = tmp_path / "out"
+    for _ in range(2):  # the same ids on a second run (which then has nothing to do)
+        run_tokenize(config(audio, out, small_checkpoint, overwrite=_ == 0), progress=False)
+        tokens, failures, _manifest = read_output(out)
+        assert_each_id_once(tokens, failures, expected)
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_relative_to(audio)]
+    assert written and all(p.resolve().is_relative_to(out.resolve()) for p in written)
+    assert all(p.name.startswith("part-") or p.name == "manifest.json" for p in written)
