@@ -77,6 +77,9 @@ def _encoder_resources(config: TokenizeConfig) -> dict:
 
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0)) if config.num_gpus is None else config.num_gpus
+    if gpus == 0:
+        log.warning("no GPU in the cluster now: encoding on CPU actors. On an autoscaling cluster whose GPU "
+                    "workers start at zero, pass --num-gpus N to request N GPU encoder actors.")
     if gpus > 0:
         return {"concurrency": gpus, "num_gpus": 1, "num_cpus": config.cpus_per_encoder or 1, "device": "cuda",
                 "threads": None}

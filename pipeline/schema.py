@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import json
+import sys
 from functools import lru_cache
 from pathlib import Path
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+
+def _schema_dir() -> Path:
+    """`schemas/` of a checkout, or the copy an installed package puts under `<prefix>/share`."""
+    checkout = Path(__file__).resolve().parent.parent / "schemas"
+    if checkout.is_dir():
+        return checkout
+    return Path(sys.prefix) / "share" / "audio-tokenizer-pipeline" / "schemas"
+
+
+SCHEMA_DIR = _schema_dir()
 TOKENS_SCHEMA_VERSION = 1
 FAILURES_SCHEMA_VERSION = 1
 MANIFEST_SCHEMA_VERSION = 1
