@@ -112,6 +112,8 @@ class SemantiCodec:
         self.device = device
         self.dtype = dtype
         self.max_batch_windows = max_batch_windows
+        self.checkpoint_source: CheckpointSource | None = None
+        self._decoder = None
 
     @property
     def frame_rate(self) -> float:
@@ -181,7 +183,9 @@ class SemantiCodec:
             device=str(torch.device(device).type),
             dtype=dtype,
         )
-        return cls(encoder, variant, provenance, device=device, dtype=dtype, max_batch_windows=max_batch_windows)
+        codec = cls(encoder, variant, provenance, device=device, dtype=dtype, max_batch_windows=max_batch_windows)
+        codec.checkpoint_source = source
+        return codec
 
     # --- encoding ---
     def encode(
@@ -253,6 +257,32 @@ class SemantiCodec:
                 plan.centred = plan.centred.to(self.device)
             features.append(window_fbank(plan.centred, index))
         return self.encoder(torch.stack(features)).cpu()
+
+    # --- decoding ---
+    def load_decoder(self):
+        """Load decoder.ckpt (once) from the checkpoint this codec came from."""
+        if self._decoder is None:
+            from .decoder_loading import load_decoder
+
+            if self.checkpoint_source is None:
+                raise CheckpointError("this codec was not loaded with from_pretrained: no decoder to load")
+            self._decoder, description = load_decoder(self.checkpoint_source, self.variant, self.encoder, self.device)
+            self.provenance.files["decoder"] = description
+        return self._decoder
+
+    def decode(self, tokens_list, ddim_steps: int = 50, cfg_scale: float = 2.0, seed: int | None = None,
+               noise=None, *, max_batch_windows: int | None = None) -> list[np.ndarray]:
+        """Token arrays [T, 2] (semantic, acoustic) → float32 16 kHz waveforms [N].
+
+        `noise`, when given, holds per clip a list with one float32 array [steps + 1, 8, 256, 16] per
+        window: x_T, then the draw of each DDIM step, in the official order. Otherwise noise comes
+        from a generator seeded with `seed` (or from torch's global RNG when `seed` is None).
+        """
+        from .decoding import decode_tokens
+
+        with self._precision():
+            return decode_tokens(self, tokens_list, ddim_steps, cfg_scale, seed, noise,
+                                 max_batch_windows or self.max_batch_windows)
 
     @contextlib.contextmanager
     def _precision(self):

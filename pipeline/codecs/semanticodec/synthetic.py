@@ -95,7 +95,7 @@ def _save_npy(array: np.ndarray, path: Path) -> None:
 
 def _save_atomically(obj, path: Path, save) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # two builders never share a file
     save(obj, partial)
     os.replace(partial, path)
 
