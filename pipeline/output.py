@@ -71,9 +71,10 @@ class OutputFolder:
             failed.update(pq.read_table(path, columns=["id"], filesystem=fs)["id"].to_pylist())
         return chunks, num_chunks, failed
 
-    def complete_ids(self) -> set[str]:
-        """Inputs fully accounted for: failed, or all their chunks committed."""
-        chunks, num_chunks, failed = self.committed_keys()
+    def complete_ids(self, keys=None) -> set[str]:
+        """Inputs fully accounted for: failed, or all their chunks committed (`keys`: a
+        `committed_keys()` result, to avoid reading the shards twice)."""
+        chunks, num_chunks, failed = keys or self.committed_keys()
         per_id: dict[str, int] = {}
         for key, _ in chunks:
             per_id[key] = per_id.get(key, 0) + 1

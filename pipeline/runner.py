@@ -108,8 +108,9 @@ def run_tokenize(config: TokenizeConfig, progress: bool = True) -> dict:
         units = units[: config.limit]
     elif config.limit is not None:
         limit_ids = _first_ids(source, units, config.limit)
-    committed_chunks, _, failed = output.committed_keys()
-    complete = output.complete_ids()
+    keys = output.committed_keys()
+    committed_chunks, _, failed = keys
+    complete = output.complete_ids(keys)
     resumed = bool(committed_chunks or failed)
     if source.units_have_ids:
         units = [u for u in units if u["id"] not in complete]
