@@ -31,6 +31,15 @@ from pipeline.runner import TokenizeConfig, run_tokenize  # noqa: E402
 SYNTHETIC_PREFIX = "synthetic:"
 
 
+def gpu_count(value: str):
+    """'4' → 4; '1-8' → (1, 8)."""
+    low, _, high = value.partition("-")
+    try:
+        return (int(low), int(high)) if high else int(low)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or MIN-MAX, got {value!r}") from None
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", default="hf://datasets/agkphysics/AudioSet")
@@ -44,7 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=None, help="process only the first N inputs")
     p.add_argument("--batch-size", type=int, default=16, help="clips per encoder call")
     p.add_argument("--max-batch-windows", type=int, default=16, help="10.24 s windows per forward pass")
-    p.add_argument("--num-gpus", type=int, default=None, help="encoder actors on GPUs (default: all GPUs)")
+    p.add_argument("--num-gpus", type=gpu_count, default=None,
+                   help="GPU encoder actors: N, or MIN-MAX for an autoscaling pool (default: every GPU present)")
     p.add_argument("--num-cpu-encoders", type=int, default=1, help="encoder actors when there is no GPU")
     p.add_argument("--cpus-per-encoder", type=int, default=None,
                    help="CPUs (torch threads) per encoder actor; default 1 on GPU, the node's CPUs on CPU")

@@ -33,7 +33,7 @@ class TokenizeConfig:
     semantic_vocab_size: int = 16384
     batch_size: int = 16  # rows (clips or chunks) per encoder call
     max_batch_windows: int = 16  # 10.24 s windows per forward pass
-    num_gpus: int | None = None  # None: every GPU the cluster has
+    num_gpus: int | tuple[int, int] | None = None  # None: every GPU the cluster has; (min, max): autoscaling pool
     num_cpu_encoders: int = 1  # encoder actors when there is no GPU
     cpus_per_encoder: int | None = None  # None: GPU actors 1; CPU actors share the node, leaving one CPU for decode
     dtype: str = "float32"
@@ -75,6 +75,9 @@ def _cached_get(ref, ray):
 def _encoder_resources(config: TokenizeConfig) -> dict:
     import ray
 
+    if isinstance(config.num_gpus, tuple):  # an autoscaling actor pool of min..max GPU encoders
+        return {"concurrency": config.num_gpus, "num_gpus": 1, "num_cpus": config.cpus_per_encoder or 1,
+                "device": "cuda", "threads": None}
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0)) if config.num_gpus is None else config.num_gpus
     if gpus == 0:
@@ -206,7 +209,9 @@ def build_manifest(config, source, output, summaries, started, resumed, resource
         "codec": codec,
         "run": {
             "batch_size": config.batch_size, "max_batch_windows": config.max_batch_windows,
-            "num_encoders": resources["concurrency"], "encoder_device": resources["device"],
+            "num_encoders": max(resources["concurrency"]) if isinstance(resources["concurrency"], tuple)
+            else resources["concurrency"],
+            "encoder_device": resources["device"],
             "chunk_s": config.chunk_windows * 10.24, "rows_per_file": config.rows_per_file,
             "wall_time_s": wall, "resumed": resumed, "rows_this_run": this_run_rows,
             "config": {k: v for k, v in asdict(config).items() if k != "storage_options"},

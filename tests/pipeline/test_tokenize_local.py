@@ -209,3 +209,14 @@ def test_odd_file_names_give_safe_stable_ids(ray_local, small_checkpoint, tmp_pa
     written = [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_relative_to(audio)]
     assert written and all(p.resolve().is_relative_to(out.resolve()) for p in written)
     assert all(p.name.startswith("part-") or p.name == "manifest.json" for p in written)
+
+
+def test_encoder_placement(ray_local):
+    from pipeline.runner import _encoder_resources
+
+    gpu_pool = _encoder_resources(TokenizeConfig(source="x", output="y", num_gpus=(1, 8)))
+    assert gpu_pool["concurrency"] == (1, 8) and gpu_pool["num_gpus"] == 1 and gpu_pool["device"] == "cuda"
+    fixed = _encoder_resources(TokenizeConfig(source="x", output="y", num_gpus=4))
+    assert fixed["concurrency"] == 4 and fixed["device"] == "cuda"
+    cpu = _encoder_resources(TokenizeConfig(source="x", output="y"))  # this test cluster has no GPU
+    assert cpu == {"concurrency": 1, "num_gpus": 0, "num_cpus": 1, "device": "cpu", "threads": 2}
