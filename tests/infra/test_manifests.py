@@ -770,8 +770,9 @@ def test_dockerfile_basics():
 
 
 def test_readme_section_is_there():
-    text = (INFRA / "README.md").read_text()
-    assert text.startswith("## Running on a cluster: KubeRay and the AWS cluster launcher")
+    readme = (INFRA.parent / "README.md").read_text()
+    assert "## Running on a cluster" in readme
+    text = readme.split("## Running on a cluster", 1)[1].split("\n## ", 1)[0]
     for needle in (
         "docker build -f infra/docker/Dockerfile",
         "kubectl apply -f infra/kuberay/",
@@ -781,4 +782,4 @@ def test_readme_section_is_there():
         "--overwrite",
         "--max-batch-windows",
     ):
-        assert needle in text, f"infra/README.md does not mention {needle}"
+        assert needle in text, f"README's cluster section does not mention {needle}"
