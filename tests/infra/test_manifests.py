@@ -272,7 +272,7 @@ def gpu_groups(spec: dict) -> list[dict]:
 
 
 def test_infra_has_the_expected_files():
-    for path in (RAYCLUSTER, RAYJOB, SERVICEACCOUNT, AWS_CLUSTER, DOCKERFILE, INFRA / "README.md"):
+    for path in (RAYCLUSTER, RAYJOB, SERVICEACCOUNT, AWS_CLUSTER, DOCKERFILE, INFRA.parent / "README.md"):
         assert path.is_file(), f"missing {path.relative_to(REPO)}"
 
 
@@ -607,7 +607,7 @@ def test_token_auth_on_every_ray_container(path: Path, kind: str):
         assert seen_secrets == {secret_name}, (
             f"authOptions.secretName {secret_name} vs containers {seen_secrets}"
         )
-    documented = SERVICEACCOUNT.read_text() + (INFRA / "README.md").read_text()
+    documented = SERVICEACCOUNT.read_text() + (INFRA.parent / "README.md").read_text()
     assert f"kubectl create secret generic {seen_secrets.pop()}" in documented, (
         "how to create the token Secret"
     )
