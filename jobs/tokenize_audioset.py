@@ -66,6 +66,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--s3-region", default=None)
     p.add_argument("--aws-profile", default=None)
     p.add_argument("--s3-anon", action="store_true", help="anonymous S3 access (public buckets)")
+    p.add_argument("--qa-samples", type=int, default=0,
+                   help="after the run, decode N sampled rows and write a spot-check report (jobs/spot_check.py)")
+    p.add_argument("--qa-report", default=None, help="local report folder (default: OUTPUT/qa_report, or ./qa_report for remote outputs)")
+    p.add_argument("--qa-ddim-steps", type=int, default=50)
     p.add_argument("--ray-num-cpus", type=int, default=None, help="embedded Ray only")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
@@ -128,7 +132,23 @@ def main(argv=None) -> int:
     }}, indent=2))
     if counts["failed"]:
         print(f"{counts['failed']} inputs failed; see {args.output.rstrip('/')}/failures/")
+    if args.qa_samples > 0:
+        run_qa(args, checkpoint, config.storage_options)
     return 0
+
+
+def run_qa(args, checkpoint: str, storage_options: dict) -> None:
+    import torch
+
+    from pipeline.report.spot_check import run_spot_check
+
+    report_dir = args.qa_report or (
+        os.path.join(args.output, "qa_report") if "://" not in args.output else "qa_report")
+    report = run_spot_check(args.output, report_dir, args.qa_samples, checkpoint=checkpoint,
+                            ddim_steps=args.qa_ddim_steps, storage_options=storage_options or None,
+                            device="cuda" if torch.cuda.is_available() else "cpu")
+    flagged = [f["kind"] for f in report["flags"] if f["severity"] in ("error", "warning")]
+    print(f"QA report: {os.path.join(report_dir, 'index.html')} (flags: {', '.join(flagged) or 'none'})")
 
 
 if __name__ == "__main__":
