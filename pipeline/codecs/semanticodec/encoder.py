@@ -12,6 +12,7 @@ near-tied codewords are decided by float rounding.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -48,6 +49,17 @@ class EncoderConfig:
     @property
     def tokens_per_window(self) -> int:
         return self.audiomae.num_patches // self.patches_per_token
+
+
+def _in_float32(method):
+    """Codeword distances are always computed in float32, autocast off (bf16 would flip near-ties)."""
+
+    @functools.wraps(method)
+    def wrapper(self, features: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(features.device.type, enabled=False):
+            return method(self, features.float())
+
+    return wrapper
 
 
 def padding_cutoff_fraction(fbank: torch.Tensor) -> torch.Tensor:
@@ -139,6 +151,7 @@ class SemantiCodecEncoder(nn.Module):
             "tokens": torch.stack([semantic_ids, acoustic_ids], dim=-1),
         }
 
+    @_in_float32
     def nearest_centroid(self, features: torch.Tensor) -> torch.Tensor:
         """k-means assignment [B, L, D] → [B, L]: argmin of ‖a‖² + ‖c‖² − 2a·c (first on ties)."""
         codebook = self.semantic_codebook
@@ -151,6 +164,7 @@ class SemantiCodecEncoder(nn.Module):
             ids.append(dist.argmin(dim=-1))
         return torch.cat(ids).reshape(features.shape[:-1])
 
+    @_in_float32
     def nearest_vq_code(self, features: torch.Tensor) -> torch.Tensor:
         """VQ assignment [B, L, D] → [B, L], as vector-quantize-pytorch's Euclidean codebook in eval."""
         codebook = self.acoustic_codebook[None]
