@@ -41,6 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--max-decode-s", type=float, default=DEFAULT_MAX_DECODE_S,
                    help="decode at most this many seconds of each sampled row (0: all of it)")
+    p.add_argument("--ray", action="store_true",
+                   help="decode on Ray actors (one per GPU; joins $RAY_ADDRESS or starts a local Ray)")
     p.add_argument("--s3-endpoint-url", default=None, help="default: $AWS_ENDPOINT_URL_S3 or $AWS_ENDPOINT_URL")
     p.add_argument("--s3-region", default=None)
     p.add_argument("--aws-profile", default=None)
@@ -52,10 +54,16 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     s3 = s3_options_from_env(args.s3_endpoint_url, args.s3_region, args.aws_profile, args.s3_anon)
+    if args.ray:
+        import os
+
+        import ray
+
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "local")
     report = run_spot_check(
         args.tokens, args.report, args.samples, checkpoint=args.checkpoint, ddim_steps=args.ddim_steps,
         seed=args.seed, storage_options={"s3": s3} if s3 else {}, device=args.device, cfg_scale=args.cfg_scale,
-        max_decode_s=args.max_decode_s or None,
+        max_decode_s=args.max_decode_s or None, use_ray=args.ray,
     )
     stats, agg = report["token_stats"], report["aggregate"]
     print(json.dumps({"summary": {

@@ -132,14 +132,37 @@ def _write_wav(path: Path, wave: np.ndarray) -> tuple[str, bool]:
     return path.name, clipped
 
 
-def process_sample(k: int, row: dict, codec, codec_error: str | None, settings: dict, report_dir: Path, *,
-                   ddim_steps: int, cfg_scale: float, seed: int, max_decode_s: float | None,
-                   storage_options: dict | None, unknown_uris: dict) -> dict:
-    frame_rate = settings["frame_rate"]
+def decode_request(row: dict, frame_rate: float, max_decode_s: float | None) -> tuple[np.ndarray, int, int]:
+    """(tokens [limit, 2] to decode, pairs in the row usable as pairs, limit): a row decodes its
+    first `max_decode_s` seconds at most."""
     semantic = np.asarray(row["semantic"], np.int64)
     acoustic = np.asarray(row["acoustic"], np.int64)
     usable = min(len(semantic), len(acoustic))
     limit = usable if not max_decode_s else min(usable, max(1, int(round(max_decode_s * frame_rate))))
+    return np.stack([semantic[:limit], acoustic[:limit]], axis=1), usable, limit
+
+
+def decode_one(codec, tokens: np.ndarray, *, ddim_steps: int, cfg_scale: float, seed: int):
+    """(waveform or None, status, error, seconds): one row through the codec, errors classified."""
+    started = time.perf_counter()
+    try:
+        wave = codec.decode([tokens], ddim_steps=ddim_steps, cfg_scale=cfg_scale, seed=seed)[0]
+        return wave, "ok", None, time.perf_counter() - started
+    except ValueError as error:  # ids out of the vocabulary, malformed rows
+        return None, "bad_tokens", str(error), time.perf_counter() - started
+    except Exception as error:
+        return None, "decode_failed", f"{type(error).__name__}: {error}", time.perf_counter() - started
+
+
+def process_sample(k: int, row: dict, codec, codec_error: str | None, settings: dict, report_dir: Path, *,
+                   ddim_steps: int, cfg_scale: float, seed: int, max_decode_s: float | None,
+                   storage_options: dict | None, unknown_uris: dict, decoded_result=None) -> dict:
+    """One sampled row: fetch the original, decode (or take `decoded_result` from the Ray pool),
+    compare, write WAVs and the spectrogram pair."""
+    frame_rate = settings["frame_rate"]
+    semantic = np.asarray(row["semantic"], np.int64)
+    acoustic = np.asarray(row["acoustic"], np.int64)
+    tokens, usable, limit = decode_request(row, frame_rate, max_decode_s)
     truncated = limit < usable
     want_s = float(row["duration_s"]) if not truncated else limit / frame_rate
     speech = M.is_speech(row.get("labels"), row.get("human_labels"))
@@ -167,20 +190,19 @@ def process_sample(k: int, row: dict, codec, codec_error: str | None, settings: 
             entry["notes"].append(f"the file is {file_s:.2f} s but the row encodes {entry['duration_s']:.2f} s "
                                   "(a start/end offset in the source?); compared from the file's start")
     decoded = None
-    if codec is None:
-        entry["status"], entry["error"] = "not_decoded", f"codec unavailable: {codec_error}"
-    elif usable == 0:
+    if usable == 0:
         entry["status"], entry["error"] = "no_tokens", "the row has no tokens"
+    elif decoded_result is not None:
+        decoded, status, error, entry["decode_s"] = decoded_result
+        if status != "ok":
+            entry["status"], entry["error"] = status, error
+    elif codec is None:
+        entry["status"], entry["error"] = "not_decoded", f"codec unavailable: {codec_error}"
     else:
-        tokens = np.stack([semantic[:limit], acoustic[:limit]], axis=1)
-        started = time.perf_counter()
-        try:
-            decoded = codec.decode([tokens], ddim_steps=ddim_steps, cfg_scale=cfg_scale, seed=seed)[0]
-        except ValueError as error:  # ids out of the vocabulary, malformed rows
-            entry["status"], entry["error"] = "bad_tokens", str(error)
-        except Exception as error:
-            entry["status"], entry["error"] = "decode_failed", f"{type(error).__name__}: {error}"
-        entry["decode_s"] = time.perf_counter() - started
+        decoded, status, error, entry["decode_s"] = decode_one(codec, tokens, ddim_steps=ddim_steps,
+                                                               cfg_scale=cfg_scale, seed=seed)
+        if status != "ok":
+            entry["status"], entry["error"] = status, error
     if decoded is not None:
         decoded = np.asarray(decoded, np.float32)[: max(1, int(round(want_s * SAMPLE_RATE)))]
         if not np.isfinite(decoded).all():
@@ -327,8 +349,11 @@ def _clean(value):
 def run_spot_check(tokens_url: str, report_dir, samples: int, checkpoint: str | None = None, ddim_steps: int = 50,
                    seed: int = 0, storage_options: dict | None = None, device: str = "cpu", *,
                    cfg_scale: float = 2.0, max_decode_s: float | None = DEFAULT_MAX_DECODE_S,
-                   max_listed: int = 200) -> dict:
-    """Run the whole QA stage; returns the report dict (also written as report.json)."""
+                   max_listed: int = 200, use_ray: bool = False) -> dict:
+    """Run the whole QA stage; returns the report dict (also written as report.json).
+
+    `use_ray`: decode the sampled rows on Ray actors (one per GPU, or one CPU actor when the
+    cluster has none) instead of in this process; needs a running Ray (ray.init)."""
     from ..output import FAILURES_DIR, TOKENS_DIR, OutputFolder
     from .html import write_html
 
@@ -367,16 +392,26 @@ def run_spot_check(tokens_url: str, report_dir, samples: int, checkpoint: str | 
 
     picks = pick_samples(index_rows(fs, shards), samples, seed)
     rows = read_picked_rows(fs, picks)
-    codec, codec_error = (load_codec(settings, device, storage_options) if rows else (None, None))
-    if codec is not None and codec.is_synthetic:
-        settings["synthetic_weights"] = True
+    predecoded: dict = {}
+    if use_ray and rows:
+        from ..stages.qa_decode import decode_with_ray
+
+        requests = [(k, decode_request(row, settings["frame_rate"], max_decode_s)[0], seed + k)
+                    for k, row in enumerate(rows)]
+        predecoded, codec_error = decode_with_ray(requests, settings, storage_options, ddim_steps, cfg_scale)
+        codec = None
+    else:
+        codec, codec_error = (load_codec(settings, device, storage_options) if rows else (None, None))
+        if codec is not None and codec.is_synthetic:
+            settings["synthetic_weights"] = True
     unknown = {r["uri"]: r["status"] for r in uris["rows"]}
     sample_entries = []
     for k, row in enumerate(rows):
         log.info("sample %d/%d: %s (chunk %s)", k + 1, len(rows), row["id"], row["chunk_index"])
         sample_entries.append(process_sample(
             k, row, codec, codec_error, settings, report_dir, ddim_steps=ddim_steps, cfg_scale=cfg_scale,
-            seed=seed + k, max_decode_s=max_decode_s, storage_options=storage_options, unknown_uris=unknown))
+            seed=seed + k, max_decode_s=max_decode_s, storage_options=storage_options, unknown_uris=unknown,
+            decoded_result=predecoded.get(k)))
 
     stats_dict = stats.to_dict()
     figures = {
@@ -403,7 +438,7 @@ def run_spot_check(tokens_url: str, report_dir, samples: int, checkpoint: str | 
         "codec": settings,
         "decode": {"ddim_steps": ddim_steps, "cfg_scale": cfg_scale, "seed": seed, "device": device,
                    "max_decode_s": max_decode_s, "samples_requested": samples, "samples_picked": len(rows),
-                   "per_sample_seed": "seed + sample index", "in_process": True},
+                   "per_sample_seed": "seed + sample index", "in_process": not use_ray},
         "corpus": {"token_shards": len(shards), "failure_shards": len(failure_shards),
                    "manifest": manifest is not None, "mixed_provenance": mixed, "unreadable_shards": unreadable},
         "flags": flags,

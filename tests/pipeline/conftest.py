@@ -1,4 +1,4 @@
-"""Fixtures for pipeline tests: an embedded local Ray (never a stale cluster) and helpers."""
+"""Helpers for pipeline tests (the embedded Ray fixture `ray_local` is in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -10,21 +10,6 @@ import pyarrow.dataset as pads
 import pytest
 
 from pipeline.schema import SCHEMA_DIR
-
-
-@pytest.fixture(scope="session")
-def ray_local():
-    import os
-
-    import ray
-
-    from tests.pipeline.s3 import S3_ENV
-
-    for key, value in S3_ENV.items():  # fake credentials for moto, inherited by Ray's workers
-        os.environ.setdefault(key, value)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 def read_output(folder: Path) -> tuple[list[dict], list[dict], dict]:

@@ -300,3 +300,17 @@ def test_tokenize_job_runs_the_qa_stage_at_the_end(tmp_path):
     assert f"QA report: {out / 'qa_report' / 'index.html'}" in result.stdout
     report = json.loads((out / "qa_report" / "report.json").read_text())
     assert report["decode"]["samples_picked"] == 1 and report["samples"][0]["status"] == "ok"
+
+
+def test_decoding_on_ray_actors_matches_in_process(corpus, report, ray_local, tmp_path):
+    from pipeline.report.spot_check import run_spot_check
+
+    on_ray = run_spot_check(str(corpus["tokens"]), tmp_path / "ray_report", 6, ddim_steps=2, seed=3, use_ray=True)
+    local = report["json"]
+    assert on_ray["decode"]["in_process"] is False and local["decode"]["in_process"] is True
+    assert [s["id"] for s in on_ray["samples"]] == [s["id"] for s in local["samples"]]
+    for a, b in zip(on_ray["samples"], local["samples"]):
+        assert a["status"] == b["status"], (a["id"], a["error"], b["error"])
+        if b["metrics"]:
+            for name in ("log_mel_distance", "mrstft_distance"):
+                assert math.isclose(a["metrics"][name], b["metrics"][name], rel_tol=1e-4, abs_tol=1e-5)
