@@ -138,15 +138,13 @@ def main(argv=None) -> int:
 
 
 def run_qa(args, checkpoint: str, storage_options: dict) -> None:
-    import torch
-
+    """The decode-sampling QA stage on the same Ray (decoder actors on GPUs when there are any)."""
     from pipeline.report.spot_check import run_spot_check
 
     report_dir = args.qa_report or (
         os.path.join(args.output, "qa_report") if "://" not in args.output else "qa_report")
     report = run_spot_check(args.output, report_dir, args.qa_samples, checkpoint=checkpoint,
-                            ddim_steps=args.qa_ddim_steps, storage_options=storage_options or None,
-                            device="cuda" if torch.cuda.is_available() else "cpu")
+                            ddim_steps=args.qa_ddim_steps, storage_options=storage_options or None, use_ray=True)
     flagged = [f["kind"] for f in report["flags"] if f["severity"] in ("error", "warning")]
     print(f"QA report: {os.path.join(report_dir, 'index.html')} (flags: {', '.join(flagged) or 'none'})")
 
