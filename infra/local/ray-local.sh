@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A local Ray head with token auth, started and stopped by process id (never `ray stop`).
+# A local Ray head with token auth, started and stopped by process id (never by process name).
 #
 #   infra/local/ray-local.sh start STATE_DIR [DASHBOARD_PORT] [extra `ray start` args...]
 #   source STATE_DIR/env            # RAY_ADDRESS, RAY_AUTH_MODE, RAY_AUTH_TOKEN_PATH for clients
