@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .state import count_indexed
+
 LAYER_NORM_EPS = 1e-6
 HEAD_DIM = 64  # AudioMAE ViT-B: 768 / 12 heads
 CONTEXT_BLOCKS = 3  # output = mean of the final norm applied after each of the last 3 blocks
@@ -117,9 +119,7 @@ class AudioMAEEncoder(nn.Module):
 
         width = state[f"{prefix}cls_token"].shape[-1]
         patch = state[f"{prefix}patch_embed.proj.weight"].shape[-1]
-        depth = 0
-        while f"{prefix}blocks.{depth}.norm1.weight" in state:
-            depth += 1
+        depth = count_indexed(state, f"{prefix}blocks.{{}}.norm1.weight")
         return AudioMAEConfig(
             width=width,
             depth=depth,

@@ -8,6 +8,7 @@ one draw per step) from a seeded generator, or injected, so results do not depen
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -38,8 +39,10 @@ def ddim_timesteps(steps: int, num_train_steps: int = NUM_TRAIN_STEPS) -> np.nda
     return grid[grid < num_train_steps]
 
 
+@functools.lru_cache(maxsize=8)
 def positional_code(rows: int, dim: int = POSITION_DIM) -> torch.Tensor:
-    """Sinusoidal code [rows, dim]: sin at even, cos at odd columns, from a 512-row table."""
+    """Sinusoidal code [rows, dim]: sin at even, cos at odd columns, from a 512-row table.
+    Cached (one per window length); callers must not modify it in place."""
     position = torch.arange(0, POSITION_TABLE_ROWS, dtype=torch.float).unsqueeze(1)
     div_term = torch.exp(torch.arange(0, dim, 2).float() * (-math.log(10000.0) / dim))
     table = torch.zeros(POSITION_TABLE_ROWS, dim)

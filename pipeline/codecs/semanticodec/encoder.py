@@ -21,6 +21,7 @@ from torch import nn
 
 from ...errors import CheckpointError
 from .audiomae import AudioMAEConfig, AudioMAEEncoder
+from .state import count_indexed
 
 AUDIOMAE_PREFIX = "audiomae.model."
 LSTM_PREFIX = "encoder."
@@ -188,9 +189,7 @@ class SemantiCodecEncoder(nn.Module):
         audiomae = AudioMAEEncoder.config_from_state_dict(state, AUDIOMAE_PREFIX)
         acoustic = state[VQ_CODEBOOK_KEY]
         feature_dim = acoustic.shape[-1]
-        layers = 0
-        while f"{LSTM_PREFIX}weight_ih_l{layers}" in state:
-            layers += 1
+        layers = count_indexed(state, f"{LSTM_PREFIX}weight_ih_l{{}}")
         return EncoderConfig(
             audiomae=audiomae,
             patches_per_token=feature_dim // audiomae.width,

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .state import count_indexed
+
 STATE_PREFIX = "first_stage_model."
 GROUP_NORM_GROUPS = 32
 GROUP_NORM_EPS = 1e-6
@@ -168,12 +170,8 @@ class VAEDecoder(nn.Module):
     def config_from_state_dict(state: dict[str, torch.Tensor], prefix: str = "") -> VAEDecoderConfig:
         """Derive the architecture from tensor shapes (keys relative to `prefix`)."""
         post = state[f"{prefix}post_quant_conv.weight"]
-        levels = 0
-        while f"{prefix}decoder.up.{levels}.block.0.conv1.weight" in state:
-            levels += 1
-        blocks = 0
-        while f"{prefix}decoder.up.0.block.{blocks}.conv1.weight" in state:
-            blocks += 1
+        levels = count_indexed(state, f"{prefix}decoder.up.{{}}.block.0.conv1.weight")
+        blocks = count_indexed(state, f"{prefix}decoder.up.0.block.{{}}.conv1.weight")
         if levels == 0 or blocks == 0:
             raise KeyError(f"no VAE decoder keys under {prefix!r}decoder.up")
         return VAEDecoderConfig(

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .state import count_indexed
+
 STATE_PREFIX = "first_stage_model.vocoder."
 LRELU_SLOPE = 0.1
 FINAL_LRELU_SLOPE = 0.01  # the reference calls F.leaky_relu with its default slope before conv_post
@@ -117,12 +119,8 @@ class HifiGanVocoder(nn.Module):
         """Derive widths and kernels from tensor shapes (keys relative to `prefix`); strides and dilations
         are not visible in shapes and are passed in (official values by default)."""
         pre = state[f"{prefix}conv_pre.weight"]  # [initial, mels, 7]
-        stages = 0
-        while f"{prefix}ups.{stages}.weight" in state:
-            stages += 1
-        blocks = 0
-        while f"{prefix}resblocks.{blocks}.convs1.0.weight" in state:
-            blocks += 1
+        stages = count_indexed(state, f"{prefix}ups.{{}}.weight")
+        blocks = count_indexed(state, f"{prefix}resblocks.{{}}.convs1.0.weight")
         if stages == 0 or blocks % stages:
             raise KeyError(f"inconsistent HiFi-GAN keys under {prefix!r}: {stages} ups, {blocks} resblocks")
         if len(upsample_rates) != stages:
