@@ -1,0 +1,43 @@
+"""What makes two sets of tokens compatible: one definition, used by resume, the corpus reader and
+the QA report.
+
+Two token rows may sit in one corpus only if they came from the same codec variant with the same
+weights. The checkpoint's *location* (a hub repo, a local copy, an S3 mirror) does not matter; the
+files' SHA-256 does. The decoder is not part of it: encoding never reads it.
+"""
+
+from __future__ import annotations
+
+import json
+
+IDENTITY_KEYS = ("codec", "variant", "token_rate", "semantic_vocab_size", "acoustic_vocab_size", "synthetic_weights")
+IDENTITY_FILES = ("encoder", "semantic_codebook")
+
+
+def codec_identity(provenance: dict) -> dict:
+    """The part of a codec provenance dict (`Provenance.to_dict()`) that decides token compatibility."""
+    identity = {key: provenance.get(key) for key in IDENTITY_KEYS}
+    files = provenance.get("files") or {}
+    identity["files"] = {name: (files.get(name) or {}).get("sha256") for name in IDENTITY_FILES}
+    return identity
+
+
+def identity_differences(a: dict, b: dict) -> dict:
+    """{key: (a's value, b's value)} for every key where two identities differ."""
+    return {key: (a.get(key), b.get(key)) for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)}
+
+
+def run_fingerprint(provenance: dict, *, chunk_windows: int, tokens_schema_version: int) -> dict:
+    """What a resumed run must share with the run that started an output folder: the codec
+    identity, the chunking (chunk indexes of different chunkings are not comparable), the encoder's
+    numeric mode (bf16 tokens differ slightly from fp32) and the schema's major version."""
+    return {
+        "codec": codec_identity(provenance),
+        "dtype": provenance.get("dtype"),
+        "chunk_windows": int(chunk_windows),
+        "tokens_schema_version": int(tokens_schema_version),
+    }
+
+
+def fingerprint_text(fingerprint: dict) -> str:
+    return json.dumps(fingerprint, sort_keys=True)

@@ -1,0 +1,103 @@
+"""The typed records that flow through a tokenize run (no Ray, no I/O).
+
+    SourceItem ──read+decode──► AudioChunk ──encode──► EncodedChunk
+         └────────────────────────┴──────────────────────┴──► Failure
+
+Every source yields `SourceItem`s; an input that cannot be read, decoded or encoded becomes a
+`Failure` carrying the stage and reason, so nothing is dropped. Records are plain dataclasses with
+slots; the Ray adapters (`pipeline/ray_stages.py`) turn batches of them into columns and back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# Failure stages. `read` failures (the bytes could not be fetched: network, credentials, a missing
+# object) are retryable: a rerun tries them again. The others are pinned to the input's content.
+STAGE_LIST = "list"
+STAGE_READ = "read"
+STAGE_DECODE = "decode"
+STAGE_ENCODE = "encode"
+
+
+@dataclass(slots=True)
+class Failure:
+    """An input that produced no tokens, and why."""
+
+    id: str
+    uri: str
+    stage: str
+    error_type: str
+    message: str
+    retryable: bool = False  # transient (I/O, credentials, device): not final, a rerun retries it
+
+    @classmethod
+    def from_error(cls, id: str, uri: str, stage: str, error: BaseException | str,
+                   error_type: str | None = None, retryable: bool = False) -> "Failure":
+        message = str(error) or repr(error)
+        kind = error_type or (type(error).__name__ if isinstance(error, BaseException) else "Error")
+        return cls(id=id, uri=uri, stage=stage, error_type=kind, message=message, retryable=retryable)
+
+
+@dataclass(slots=True)
+class SourceItem:
+    """One input as a source yields it: its bytes (or the failure that kept us from them)."""
+
+    id: str
+    uri: str
+    data: bytes | None = None
+    labels: list[str] | None = None
+    human_labels: list[str] | None = None
+    start_s: float | None = None
+    end_s: float | None = None
+    meta: dict[str, Any] | None = None  # extra scalar manifest columns, carried into the token rows
+    failure: Failure | None = None
+
+
+@dataclass(slots=True)
+class ChunkInfo:
+    """Where a chunk sits in its input, and what the input was."""
+
+    id: str
+    uri: str
+    chunk_index: int = 0
+    num_chunks: int = 1
+    chunk_start_s: float = 0.0
+    duration_s: float = 0.0
+    source_sample_rate: int = 0
+    source_channels: int = 0
+    labels: list[str] | None = None
+    human_labels: list[str] | None = None
+    meta: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class AudioChunk:
+    """A decoded chunk: mono 16 kHz float32 samples, ready for the encoder."""
+
+    info: ChunkInfo
+    waveform: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.info.id, self.info.chunk_index)
+
+
+@dataclass(slots=True)
+class EncodedChunk:
+    """A chunk's tokens: one (semantic, acoustic) pair per step, uint16."""
+
+    info: ChunkInfo
+    semantic: np.ndarray
+    acoustic: np.ndarray
+
+    @property
+    def num_frames(self) -> int:
+        return int(len(self.semantic))
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.info.id, self.info.chunk_index)
