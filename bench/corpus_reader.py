@@ -1,22 +1,21 @@
-"""Reading throughput of the training-side PackedTokenDataset (tokens/s) on a generated corpus.
+"""Training-side reader on a generated corpus: opening it (schema/codec checks and the
+complete-documents index, from key columns only) and reading throughput of PackedTokenDataset.
 
     python bench/corpus_reader.py [--shards 40] [--clips 256] [--frames 500] [--seq-len 2048] [--workers 0]
+    python bench/corpus_reader.py --shards 7000 --clips 250 --frames 2 --open-only   # AudioSet-sized index
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from pipeline.corpus import PackedTokenDataset  # noqa: E402
-from pipeline.output import TOKENS_DIR, OutputFolder, tokens_table  # noqa: E402
+from pipeline.corpus import PackedTokenDataset, TokenCorpus
+from pipeline.output import TOKENS_DIR, OutputFolder, tokens_table
 
 PROVENANCE = {"codec": "semanticodec", "variant": "semanticodec-r100-v16384", "token_rate": 100,
               "semantic_vocab_size": 16384, "acoustic_vocab_size": 8192, "files": {}}
@@ -42,18 +41,24 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=500, help="token pairs per clip (500 = 10 s at rate 100)")
     parser.add_argument("--seq-len", type=int, default=2048)
     parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--open-only", action="store_true", help="only time opening the corpus (the index)")
     args = parser.parse_args()
     import torch
 
     with tempfile.TemporaryDirectory() as tmp:
         tokens = build(Path(tmp), args.shards, args.clips, args.frames)
-        dataset = PackedTokenDataset(tmp, args.seq_len, seed=0, shuffle_buffer=1024)
+        print(f"# {args.shards} shards x {args.clips} clips x {args.frames} pairs, seq_len {args.seq_len}, "
+              f"DataLoader workers {args.workers}")
+        started = time.perf_counter()
+        corpus = TokenCorpus(tmp)
+        print(f"open (checks + index of {corpus.index.rows} rows): {time.perf_counter() - started:.2f} s")
+        if args.open_only:
+            return
+        dataset = PackedTokenDataset(corpus, args.seq_len, seed=0, shuffle_buffer=1024)
         loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=args.workers)
         started = time.perf_counter()
         seen = sum(sample["input_ids"].numel() for sample in loader)
         elapsed = time.perf_counter() - started
-    print(f"# {args.shards} shards x {args.clips} clips x {args.frames} pairs, seq_len {args.seq_len}, "
-          f"DataLoader workers {args.workers}")
     print(f"tokens read: {seen} (corpus {tokens} + EOS per clip) in {elapsed:.2f} s: {seen / elapsed / 1e6:.2f} M tokens/s")
 
 

@@ -4,8 +4,11 @@ Partitioning: the shard list (shuffled by `seed + epoch` when `shuffle`) is spli
 over rank x DataLoader worker, so no two partitions read the same shard. Within a partition,
 documents pass through a seeded shuffle buffer, then are packed. The state (`state_dict`) is the
 number of sequences each partition has yielded; restoring it replays the same deterministic
-stream and skips those, so iteration resumes exactly where it stopped. With several DataLoader
-workers, save the state from inside the workers (e.g. torchdata's StatefulDataLoader).
+stream and skips those, so iteration resumes exactly where it stopped.
+
+With DataLoader workers each worker holds its own copy of the dataset, so resume through
+torchdata's `StatefulDataLoader`: its `state_dict()` gathers every worker's `state_dict()` (and
+which worker is next), its `load_state_dict()` hands each worker its own part back.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ class PackedTokenDataset(IterableDataset):
         self.rank, self.world_size = rank, world_size
         self._yielded: dict[int, int] = {}
         self._skip: dict[int, int] = {}
+        self._partitions: int | None = None  # rank x worker partitions of the pass in progress
+        self._restored_partitions: int | None = None
 
     # --- partitioning ---
     def partition(self) -> tuple[int, int]:
@@ -79,21 +84,32 @@ class PackedTokenDataset(IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         part, parts = self.partition()
-        skip = self._skip.get(part, 0)
+        if self._skip and self._restored_partitions not in (None, parts):
+            raise ValueError(f"state was saved with {self._restored_partitions} partitions (ranks x DataLoader "
+                             f"workers), this run has {parts}; resume with the same world size and num_workers")
+        self._partitions = parts
+        skip = self._skip.pop(part, 0)  # a restored position applies to the next pass only
+        self._yielded[part] = skip
         for index, sequence in enumerate(pack(self._documents(part, parts), self.seq_len, self.drop_last)):
             if index < skip:
                 continue
             self._yielded[part] = index + 1
             yield to_sample(sequence)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle for another pass (call before iterating, like DistributedSampler.set_epoch)."""
+        self.epoch, self._yielded, self._skip = epoch, {}, {}
+
     def state_dict(self) -> dict:
-        return {"seed": self.seed, "epoch": self.epoch, "sequences": dict(self._yielded)}
+        return {"seed": self.seed, "epoch": self.epoch, "partitions": self._partitions,
+                "sequences": dict(self._yielded)}
 
     def load_state_dict(self, state: dict) -> None:
         if state["seed"] != self.seed:
             raise ValueError(f"state was saved with seed {state['seed']}, this dataset uses {self.seed}")
         self.epoch = state["epoch"]
-        self._skip = {int(k): int(v) for k, v in state["sequences"].items()}
+        self._skip = {int(k): int(v) for k, v in state["sequences"].items() if int(v)}
+        self._restored_partitions = state.get("partitions")
         self._yielded = dict(self._skip)
 
 

@@ -1,23 +1,27 @@
-"""Read a token output folder (local or any fsspec URL) as documents, refusing mixed corpora."""
+"""Read a token output folder (local or any fsspec URL) as documents, refusing mixed corpora and
+leaving out inputs that are not complete (see `index.py`)."""
 
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from ..errors import PipelineError
-from ..output import PROVENANCE_KEY, TOKENS_DIR, OutputFolder
+from ..errors import UserError
+from ..identity import codec_identity, identity_differences
+from ..output import FAILURES_DIR, PROVENANCE_KEY, TOKENS_DIR, OutputFolder
 from ..schema import TOKENS_SCHEMA_VERSION, check_table_version
+from .index import KEY_COLUMNS, CorpusIndex, build_index
 
-_IDENTITY_KEYS = ("codec", "variant", "token_rate", "semantic_vocab_size", "acoustic_vocab_size")
+READ_THREADS = 32  # key-column reads are latency-bound on object stores
 
 
-class CorpusError(PipelineError):
-    """The corpus cannot be used as one training set (unknown schema, mixed codecs, ...)."""
+class CorpusError(UserError):
+    """The corpus cannot be used as one training set (no shards, unknown schema, mixed codecs, ...)."""
 
 
 @dataclass(frozen=True)
@@ -30,36 +34,58 @@ class Document:
 
 
 class TokenCorpus:
+    """The committed token shards of an output folder, checked to be one corpus.
+
+    `index` says what is left out: `incomplete_ids` (a chunk missing or a failure recorded) and
+    `duplicate_rows` (a key committed twice); `documents()` never yields those rows.
+    """
+
     def __init__(self, url: str, storage_options: dict | None = None) -> None:
+        self.url = url
         self.output = OutputFolder(url, storage_options)
         self.fs, _ = self.output.filesystem()
+        self._arrow_fs = None if self.output.is_local else self.fs  # pyarrow's own local reads are faster
         self.shards = self.output.committed_files(TOKENS_DIR)
         if not self.shards:
-            raise CorpusError(f"no committed token shards under {url}/{TOKENS_DIR}")
+            raise CorpusError(f"no committed token shards under {url}/{TOKENS_DIR}: "
+                              "is this the --output folder of a tokenize run?")
         self.manifest = self.output.read_manifest()
-        self.provenance = self._check_shards()
+        with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+            keys = list(pool.map(self._read_keys, self.shards))
+            failed = [i for ids in pool.map(self._read_failed_ids, self.output.committed_files(FAILURES_DIR))
+                      for i in ids]
+        self.provenance = self._check_shards([table.schema.metadata for table in keys])
+        self.index: CorpusIndex = build_index(list(zip(self.shards, keys)), failed)
 
-    def _check_shards(self) -> dict:
-        """Every shard: known schema version, and the same codec variant and checkpoint files."""
-        reference, reference_shard = None, None
-        for path in self.shards:
-            metadata = pq.read_schema(path, filesystem=self.fs).metadata or {}
+    def _read_keys(self, shard: str):
+        return pq.read_table(shard, columns=KEY_COLUMNS, filesystem=self._arrow_fs)
+
+    def _read_failed_ids(self, shard: str) -> list[str]:
+        return pq.read_table(shard, columns=["id"], filesystem=self._arrow_fs)["id"].to_pylist()
+
+    def _check_shards(self, metadatas: list[dict | None]) -> dict:
+        """Every shard: known schema version, and the same codec identity (`pipeline.identity`)."""
+        reference = reference_identity = reference_shard = None
+        for path, metadata in zip(self.shards, metadatas):
+            metadata = metadata or {}
             try:
                 check_table_version(metadata, "tokens", TOKENS_SCHEMA_VERSION)
             except ValueError as error:
                 raise CorpusError(f"{path}: {error}") from error
             provenance = json.loads(metadata.get(PROVENANCE_KEY.encode(), b"{}"))
-            identity = {k: provenance.get(k) for k in _IDENTITY_KEYS}
-            identity["files"] = {name: f.get("sha256") for name, f in provenance.get("files", {}).items()}
+            identity = codec_identity(provenance)
             if reference is None:
-                reference, reference_shard = identity, path
-            elif identity != reference:
-                diff = {k: (reference[k], identity[k]) for k in identity if identity[k] != reference[k]}
+                reference, reference_identity, reference_shard = provenance, identity, path
+            elif identity != reference_identity:
                 raise CorpusError(
-                    f"{path} was made with a different codec or checkpoint than {reference_shard}: {diff}; "
-                    "refusing to mix them in one corpus"
+                    f"{path} was made with a different codec or checkpoint than {reference_shard}: "
+                    f"{identity_differences(reference_identity, identity)}; refusing to mix them in one corpus"
                 )
         return reference
+
+    @property
+    def incomplete_ids(self) -> tuple[str, ...]:
+        return self.index.incomplete_ids
 
     @property
     def semantic_vocab_size(self) -> int:
@@ -70,8 +96,11 @@ class TokenCorpus:
         return int(self.provenance["acoustic_vocab_size"])
 
     def documents(self, shard: str) -> Iterator[Document]:
-        """The clips (chunks) of one shard, in file order."""
-        table = pq.read_table(shard, columns=["id", "chunk_index", "semantic", "acoustic"], filesystem=self.fs)
+        """The clips (chunks) of one shard that belong to complete inputs, in file order."""
+        table = pq.read_table(shard, columns=["id", "chunk_index", "semantic", "acoustic"], filesystem=self._arrow_fs)
+        mask = self.index.keep_mask(shard, table.num_rows)
+        if mask is not None:
+            table = table.filter(mask)
         ids, chunks = table["id"].to_pylist(), table["chunk_index"].to_pylist()
         semantic, acoustic = table["semantic"], table["acoustic"]
         for i in range(table.num_rows):
