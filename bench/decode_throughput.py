@@ -4,8 +4,8 @@ vocoder pass) vs one window at a time; same weights, same torch threads, same no
     python bench/decode_throughput.py [--windows 4] [--batch 4] [--ddim-steps 5] [--rate 100]
                                       [--device cpu|cuda] [--checkpoint DIR]
 
-Without --checkpoint it uses the full-size synthetic checkpoint of the rate with its decoder,
-rebuilt from the golden manifests (real shapes, random weights: speed is representative, audio is
+Without --checkpoint it uses `synthetic:golden`, the full-size synthetic checkpoint of the rate with
+its decoder, rebuilt from the golden manifests (real shapes, random weights: speed is representative, audio is
 not). Each clip is exactly one decode window of random in-vocabulary tokens (512 pairs at rate
 100), so windows/s is clips/s; 1 window/s decodes 10.24 s of audio per second. The default of 5
 DDIM steps suits CPU; the official decoder uses 50 (GPU).
@@ -14,17 +14,13 @@ DDIM steps suits CPU; the official decoder uses 50 (GPU).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from pipeline.codecs.semanticodec import SemantiCodec  # noqa: E402
-from pipeline.codecs.semanticodec.synthetic import ensure_golden_checkpoint  # noqa: E402
+from pipeline.codecs.semanticodec import SemantiCodec
+from pipeline.codecs.semanticodec.synthetic import resolve_checkpoint_location
 
 
 def timed_decode(codec: SemantiCodec, tokens, batch: int, steps: int, device: str):
@@ -44,10 +40,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4, help="max windows per pass when batched")
     parser.add_argument("--ddim-steps", type=int, default=5)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--checkpoint", default="synthetic:golden",
+                        help="weights with a decoder: a folder, hf://..., synthetic:golden or synthetic:small")
     args = parser.parse_args()
 
-    checkpoint = args.checkpoint or str(ensure_golden_checkpoint(args.rate, include_decoder=True))
+    checkpoint = resolve_checkpoint_location(args.checkpoint, args.rate, 4096, with_decoder=True)
     codec = SemantiCodec.from_pretrained(checkpoint, token_rate=args.rate, semantic_vocab_size=4096, device=args.device)
     loading = time.perf_counter()
     codec.load_decoder()

@@ -1,8 +1,10 @@
 """Decode-sampling QA of a token output folder: decode a seeded sample of rows back to audio, compare
 with the originals, compute whole-corpus token statistics and write an HTML + JSON report.
 
-Entry point: `run_spot_check` (pipeline/report/spot_check.py); CLI: `jobs/spot_check.py`.
-Modules are plain functions; matplotlib (Agg) and jinja2 are imported only where they are used.
+Entry point: `run_spot_check(SpotCheckConfig(...), decode_fn=None)` (spot_check.py), which wires
+inventory → token_stats → plan → decode → evaluate → flags → render; `report_exit_code(report)`
+(flags.py) gives the job's exit code. CLI: `jobs/spot_check.py`. Modules are plain functions;
+matplotlib (Agg) and jinja2 are imported only where they are used.
 """
 
 REPORT_SCHEMA = "qa_report"
@@ -15,4 +17,10 @@ def run_spot_check(*args, **kwargs):  # lazy: `import pipeline.report` stays che
     return run(*args, **kwargs)
 
 
-__all__ = ["REPORT_SCHEMA", "REPORT_SCHEMA_VERSION", "run_spot_check"]
+def report_exit_code(report: dict) -> int:
+    from .flags import report_exit_code as exit_code
+
+    return exit_code(report)
+
+
+__all__ = ["REPORT_SCHEMA", "REPORT_SCHEMA_VERSION", "report_exit_code", "run_spot_check"]

@@ -19,7 +19,8 @@ from functools import lru_cache
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from ..codecs.semanticodec.variants import SAMPLE_RATE_HZ as SAMPLE_RATE
+
 MEL_FFT, MEL_HOP, MEL_BINS, LOG_FLOOR = 1024, 256, 80, 1e-5
 MRSTFT_RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))
 VISQOL_NOTE = "ViSQOL not computed: no maintained pip package of ViSQOL is used by this report."

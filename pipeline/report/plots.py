@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..codecs.semanticodec.variants import SAMPLE_RATE_HZ
+
 STREAM_COLOURS = {"semantic": "#3b6ea5", "acoustic": "#c0603a"}
 
 
@@ -27,7 +29,7 @@ def _save(fig, path: Path) -> str:
 
 
 def spectrogram_pair(original: np.ndarray | None, decoded: np.ndarray | None, path: Path, title: str,
-                     hop_s: float = 256 / 16000) -> str:
+                     hop_s: float = 256 / SAMPLE_RATE_HZ) -> str:
     """Log-mel spectrograms [mels, frames] side by side on one colour scale."""
     plt = _pyplot()
     panels = [("original", original), ("decoded", decoded)]

@@ -11,10 +11,10 @@ length mismatches, out-of-vocabulary ids. Corpus: token pairs per second vs the 
 token_rate / 2.
 
 Expected length of a row: the naive `round(duration_s * frame_rate)` is reported, but the check
-uses the pipeline's own rule (pipeline/stages/encode.py): an inner chunk keeps exactly its whole
-windows' pairs, a last or only chunk follows the official SemantiCodec trimming, which rounds
-the duration up to the next 0.16 s patch (a 1.0 s clip has 57 pairs at rate 100, not 50). A row
-is a length mismatch when `num_frames` is more than 1 frame off that count, or when
+uses the pipeline's own rule (`row_token_count` in the codec's lengths.py): an inner chunk keeps
+exactly its whole windows' pairs, a last or only chunk follows the official SemantiCodec trimming,
+which rounds the duration up to the next 0.16 s patch (a 1.0 s clip has 57 pairs at rate 100, not
+50). A row is a length mismatch when `num_frames` is more than 1 frame off that count, or when
 len(semantic) or len(acoustic) differs from `num_frames`.
 """
 
@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..codecs.semanticodec.lengths import kept_token_count
+from ..codecs.semanticodec.lengths import row_token_count
 from ..fsutil import protocol_of
 from ..output import PROVENANCE_KEY
 from ..schema import FAILURES_SCHEMA_VERSION, TOKENS_SCHEMA_VERSION, check_table_version
@@ -40,16 +40,6 @@ ID_SPACE = 1 << 16  # token ids are uint16
 SCAN_COLUMNS = ["id", "uri", "chunk_index", "num_chunks", "duration_s", "num_frames", "semantic", "acoustic"]
 MIN_DEGENERATE_FRAMES = 8  # shorter rows (a 0.05 s click) may legitimately repeat one id
 RATE_BINS = 40
-
-
-def expected_frames(duration_s: float, chunk_index: int, num_chunks: int, token_rate: int) -> int:
-    """Token pairs the pipeline keeps for a row of `duration_s` seconds (see module doc)."""
-    samples = int(round(duration_s * 16000))
-    if chunk_index < num_chunks - 1:
-        return round(samples / 16000 * token_rate / 2)
-    if samples <= 0:
-        return 0
-    return kept_token_count(samples, 100 / token_rate)
 
 
 def shard_name(path: str) -> str:
@@ -211,7 +201,7 @@ def scan_batch(stats: TokenStats, batch, shard: str, first_row: int) -> None:
             stats.uris[uri] = {**key, "rows": 1}
         else:
             seen["rows"] += 1
-        expected = expected_frames(float(duration[i]), int(chunk[i]), int(chunks[i]), stats.token_rate)
+        expected = row_token_count(float(duration[i]), int(chunk[i]), int(chunks[i]), stats.token_rate)
         stats.expected_frames += expected
         n = int(num_frames[i])
         reasons = []
@@ -226,7 +216,7 @@ def scan_batch(stats: TokenStats, batch, shard: str, first_row: int) -> None:
             stats._listed(stats.mismatches, {
                 **key, "num_frames": n, "len_semantic": int(sem_len[i]), "len_acoustic": int(ac_len[i]),
                 "duration_s": float(duration[i]), "expected_frames": expected,
-                "naive_expected_frames": int(round(float(duration[i]) * stats.frame_rate)), "reasons": reasons,
+                "naive_expected_frames": round(float(duration[i]) * stats.frame_rate), "reasons": reasons,
             })
         if sem_len[i] == 0 and ac_len[i] == 0:
             stats.empty_rows += 1

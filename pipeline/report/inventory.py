@@ -1,0 +1,93 @@
+"""What a token output folder holds, before anything is decoded: its committed shards, failure
+shards and manifest, each shard's codec provenance, shards made with another codec than the first,
+and the codec settings the report works with.
+
+"Another codec" is `pipeline.identity.codec_identity`, the same rule the corpus reader and the
+resume check use. A folder that does not exist or holds no token shards is a user's mistake
+(`SourceError`, one line), not a report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..codecs.semanticodec.variants import ACOUSTIC_VOCAB_SIZE, SEMANTIC_VOCAB_SIZES, TOKEN_RATES
+from ..errors import SourceError
+from ..identity import codec_identity
+from .token_stats import read_provenance, shard_name
+
+CODEC_KEYS = ("codec", "variant", "token_rate", "semantic_vocab_size", "acoustic_vocab_size", "checkpoint",
+              "synthetic_weights", "device", "dtype", "pipeline_version")
+# when neither the shards nor manifest.json say (flagged as unknown_codec): the highest rate, and the
+# largest vocabulary so that no id is reported out of range for want of knowing
+ASSUMED_TOKEN_RATE = max(TOKEN_RATES)
+ASSUMED_SEMANTIC_VOCAB_SIZE = max(SEMANTIC_VOCAB_SIZES)
+
+
+@dataclass(slots=True)
+class Inventory:
+    fs: object
+    shards: list[str]
+    failure_shards: list[str]
+    manifest: dict | None
+    provenances: list[dict] = field(default_factory=list)
+    unreadable: list[dict] = field(default_factory=list)  # {shard, error}
+    mixed: list[dict] = field(default_factory=list)  # {shard, identity}: not the first shard's codec
+
+
+def take_inventory(tokens_url: str, storage_options: dict | None) -> Inventory:
+    """List and check the folder (raises SourceError when it cannot be a token output folder)."""
+    from ..output import FAILURES_DIR, TOKENS_DIR, OutputFolder
+
+    output = OutputFolder(tokens_url, storage_options)
+    try:
+        fs, root = output.filesystem()
+        is_folder, exists = fs.isdir(root), fs.exists(root)
+    except Exception as error:  # no credentials, unknown protocol, unreachable endpoint ...
+        raise SourceError(f"cannot read --tokens {tokens_url}: {type(error).__name__}: "
+                          f"{' '.join(str(error).split())}") from error
+    if not is_folder:
+        problem = "is a file, not a folder" if exists else "does not exist"
+        raise SourceError(f"--tokens {tokens_url} {problem}: give the output folder of a tokenize run "
+                          "(the --output of jobs/tokenize_audioset.py)")
+    shards = output.committed_files(TOKENS_DIR)
+    if not shards:
+        raise SourceError(f"--tokens {tokens_url} holds no token shards ({TOKENS_DIR}/part-*.parquet): is it the "
+                          "--output folder of a finished tokenize run?")
+    inventory = Inventory(fs, shards, output.committed_files(FAILURES_DIR), output.read_manifest())
+    reference = None
+    for path in shards:
+        provenance, error = read_provenance(fs, path)
+        if error:
+            inventory.unreadable.append({"shard": shard_name(path), "error": error})
+            continue
+        inventory.provenances.append(provenance)
+        identity = codec_identity(provenance)
+        if reference is None:
+            reference = identity
+        elif identity != reference:
+            inventory.mixed.append({"shard": shard_name(path), "identity": identity})
+    return inventory
+
+
+def codec_settings(provenances: list[dict], manifest: dict | None, checkpoint: str | None) -> dict:
+    """Token rate, vocab sizes and checkpoint from shard metadata (first shard), else manifest.json;
+    `checkpoint` (the user's --checkpoint) overrides the recorded one."""
+    source, settings = None, {}
+    for provenance in provenances:
+        if provenance.get("token_rate"):
+            source, settings = "parquet metadata (pipeline.provenance)", provenance
+            break
+    if not settings and manifest and (manifest.get("codec") or {}).get("token_rate"):
+        source, settings = "manifest.json codec", manifest["codec"]
+    out = {k: settings.get(k) for k in CODEC_KEYS if settings.get(k) is not None}
+    out["settings_source"] = source or "none found: assumed"
+    out.setdefault("token_rate", ASSUMED_TOKEN_RATE)
+    out.setdefault("semantic_vocab_size", ASSUMED_SEMANTIC_VOCAB_SIZE)
+    out.setdefault("acoustic_vocab_size", ACOUSTIC_VOCAB_SIZE)
+    out["synthetic_weights"] = bool(settings.get("synthetic_weights", False))
+    out["frame_rate"] = out["token_rate"] / 2
+    out["recorded_checkpoint"] = settings.get("checkpoint")
+    out["checkpoint"] = checkpoint or settings.get("checkpoint")
+    out["checkpoint_overridden"] = checkpoint is not None
+    return out

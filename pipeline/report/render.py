@@ -1,0 +1,75 @@
+"""Everything the report folder holds, written from evaluated data: each sample's WAV pair and
+spectrogram pair, the summary figures, report.json (schemas/qa_report.v1.json) and index.html."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..codecs.semanticodec.variants import SAMPLE_RATE_HZ
+from . import metrics as M
+from . import plots
+from .evaluate import METRIC_NAMES, SampleEvaluation
+from .html import write_html
+from .token_stats import STREAMS, TokenStats
+
+
+def write_wav(path: Path, wave: np.ndarray) -> None:
+    """16-bit PCM at 16 kHz; samples beyond [-1, 1] are clipped (evaluate notes it)."""
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, np.clip(wave, -1.0, 1.0), SAMPLE_RATE_HZ, subtype="PCM_16")
+
+
+def write_sample_media(sample: SampleEvaluation, report_dir: Path) -> None:
+    """The files the sample's entry names (audio/NNN_*.wav, img/NNN_logmel.png)."""
+    entry = sample.entry
+    for key, wave in (("original", sample.original), ("decoded", sample.decoded)):
+        if entry["audio"][key]:
+            write_wav(report_dir / entry["audio"][key], wave)
+    if entry["spectrogram"]:
+        plots.spectrogram_pair(M.log_mel(sample.original) if sample.original is not None else None,
+                               M.log_mel(sample.decoded) if sample.decoded is not None else None,
+                               report_dir / entry["spectrogram"], f"{entry['id']} (chunk {entry['chunk_index']})")
+
+
+def write_figures(stats: TokenStats, stats_dict: dict, samples: list[dict], frame_rate: float,
+                  report_dir: Path) -> dict:
+    """The summary figures; {name: path relative to the report folder, or None when not drawn}."""
+    per_row = stats_dict["tokens_per_second"]["per_row_histogram"]
+    figures = {
+        "token_histograms": plots.token_histograms(
+            stats.counts, {s: stats.vocab(s) for s in STREAMS}, report_dir / "img" / "token_histograms.png"),
+        "utilisation": plots.utilisation(stats_dict["streams"], report_dir / "img" / "utilisation.png"),
+        "tokens_per_second": plots.tokens_per_second(
+            per_row["edges"], per_row["counts"], frame_rate, report_dir / "img" / "tokens_per_second.png"),
+        "metric_distributions": plots.metric_distributions(
+            {name: [s["metrics"][name] for s in samples if s["metrics"]] for name in METRIC_NAMES},
+            report_dir / "img" / "metric_distributions.png"),
+    }
+    return {k: (str(Path(v).relative_to(report_dir)) if v else None) for k, v in figures.items()}
+
+
+def json_safe(value):
+    """NaN/inf become None, numpy scalars Python numbers, tuples lists, keys strings."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_report(report: dict, report_dir: Path) -> dict:
+    """report.json and index.html; returns the JSON-safe report that was written."""
+    report = json_safe(report)
+    (report_dir / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    write_html(report, report_dir)
+    return report
