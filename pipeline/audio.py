@@ -8,11 +8,14 @@ them and keeping the first, at a fraction of the cost for many-channel files.
 
 from __future__ import annotations
 
+import math
+from functools import lru_cache
+
 import numpy as np
 
 from .errors import AudioInputError
 
-TARGET_SAMPLE_RATE_HZ = 16000
+TARGET_SAMPLE_RATE_HZ = 16000  # = variants.SAMPLE_RATE_HZ (importing it here loops via codec.py)
 MAX_CHANNELS = 256  # more than this is almost surely a [samples, channels] array
 
 
@@ -59,64 +62,111 @@ def validate_waveform(wave, sample_rate, index: int = 0):
 
 def to_mono_16k(wave, sample_rate: int):
     """[C, N] float32 tensor at `sample_rate` → channel 0 at 16 kHz, [N'] float32."""
-    import torchaudio.functional as AF
-
     first = wave[0:1]
     if sample_rate != TARGET_SAMPLE_RATE_HZ:
-        first = AF.resample(first, int(sample_rate), TARGET_SAMPLE_RATE_HZ)
+        first = resampler(int(sample_rate), TARGET_SAMPLE_RATE_HZ)(first)
     return first[0].contiguous()
 
 
-class AudioDecodeError(AudioInputError):
-    """Bytes that soundfile cannot decode (corrupt, truncated, not audio)."""
+@lru_cache(maxsize=64)
+def resampler(orig_rate: int, new_rate: int):
+    """torchaudio's resampler for a rate pair, its sinc kernel built once per process.
+
+    The kernel is computed in float32, as `torchaudio.functional.resample` does for float32
+    input, so the output is bit-identical to it (tests/test_audio.py) at a fraction of the cost
+    for short clips (the kernel build dominates there)."""
+    import torch
+    import torchaudio.transforms as T
+
+    return T.Resample(orig_rate, new_rate, dtype=torch.float32)
 
 
-READ_BLOCK_FRAMES = 1 << 20
+def resampled_length(orig_rate: int, new_rate: int, length: int) -> int:
+    """Samples out of the official resampler for `length` samples in (its own rounding rule)."""
+    import torch
+
+    if orig_rate == new_rate:
+        return length
+    g = math.gcd(orig_rate, new_rate)
+    return int(torch.ceil(torch.as_tensor((new_rate // g) * length / (orig_rate // g))).item())
 
 
-def decode_channel0(data: bytes, *, start_s: float | None = None, end_s: float | None = None,
-                    max_duration_s: float | None = None) -> tuple[np.ndarray, int, int]:
-    """Decode audio bytes with soundfile, keeping channel 0 only, block by block (memory ~ mono).
+GROUP_INPUT_SAMPLES = 1 << 22  # input samples per convolution in a streamed resample (16 MiB)
 
-    Returns (float32 samples [N], sample rate, channel count). Raises AudioDecodeError or
-    AudioInputError with a message naming the problem.
+
+class StreamingResampler:
+    """Resample one channel block by block, in memory bounded by `GROUP_INPUT_SAMPLES`.
+
+    Output sample frames are the official resampler's: the same cached kernel slides over the
+    same input positions, with the zero padding at both ends the whole-signal resampler uses, so
+    the concatenated output equals resampling the whole signal at once up to float rounding of
+    the convolution (max |Δ| ≤ 1.2e-7 from 8 to 96 kHz, measured in tests/test_audio.py).
     """
-    import io
 
-    import soundfile as sf
+    def __init__(self, orig_rate: int, new_rate: int) -> None:
+        import torch
 
-    if not data:
-        raise AudioDecodeError("empty file (0 bytes)")
-    buffer = io.BytesIO(data)
-    try:
-        with sf.SoundFile(buffer) as handle:
-            rate, channels, frames = handle.samplerate, handle.channels, handle.frames
-            if rate <= 0:
-                raise AudioDecodeError(f"invalid sample rate {rate}")
-            first = int(round((start_s or 0.0) * rate))
-            last = frames if end_s is None else min(frames, int(round(end_s * rate)))
-            if max_duration_s is not None and (last - first) / rate > max_duration_s:
-                raise AudioInputError(
-                    f"{(last - first) / rate:.0f} s of audio is over the {max_duration_s:.0f} s limit"
-                )
-            if first:
-                handle.seek(first)
-            blocks = []
-            remaining = last - first
-            while remaining > 0:
-                block = handle.read(min(READ_BLOCK_FRAMES, remaining), dtype="float32", always_2d=True)
-                if len(block) == 0:
-                    break
-                blocks.append(block[:, 0].copy())
-                remaining -= len(block)
-    except (sf.LibsndfileError, RuntimeError, TypeError) as error:
-        message = str(error).replace(f"Error opening {buffer!r}: ", "")
-        raise AudioDecodeError(f"soundfile cannot decode it: {message}") from error
-    samples = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
-    if remaining > 0 and frames > 0:
-        raise AudioDecodeError(f"truncated: header says {last - first} frames, only {len(samples)} decoded")
-    if samples.size == 0:
-        raise AudioInputError("no samples (0-length audio" + (" in the requested segment)" if start_s or end_s else ")"))
-    if not np.isfinite(samples).all():
-        raise AudioInputError(f"{int((~np.isfinite(samples)).sum())} NaN/inf samples")
-    return samples, rate, channels
+        self.passthrough = orig_rate == new_rate
+        self.orig_rate, self.new_rate, self.length = orig_rate, new_rate, 0
+        if self.passthrough:
+            return
+        transform = resampler(orig_rate, new_rate)
+        self.kernel, self.width = transform.kernel, transform.width
+        self.orig, self.new = transform.orig_freq // transform.gcd, transform.new_freq // transform.gcd
+        self.buffer = torch.zeros(self.width)  # holds padded positions [self.base, ...)
+        self.base, self.next_frame, self.emitted = 0, 0, 0
+        self.group = max(1, GROUP_INPUT_SAMPLES // self.orig)  # frames per convolution
+        self.pending: list = []  # pushed blocks not yet in the buffer (one concatenation per group)
+        self.pending_samples = 0
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        """Feed input samples; returns the output samples they complete (in whole groups)."""
+        import torch
+
+        self.length += len(samples)
+        if self.passthrough:
+            return samples
+        self.pending.append(torch.from_numpy(np.ascontiguousarray(samples, np.float32)))
+        self.pending_samples += len(samples)
+        if self.pending_samples < self.group * self.orig:
+            return np.zeros(0, np.float32)
+        return self._emit()
+
+    def finish(self) -> np.ndarray:
+        """The last output samples (right zero padding, trimmed to the official length)."""
+        import torch
+
+        if self.passthrough:
+            return np.zeros(0, np.float32)
+        self.pending.append(torch.zeros(self.width + self.orig))
+        tail = self._emit(final=True)
+        wanted = resampled_length(self.orig_rate, self.new_rate, self.length) - (self.emitted - len(tail))
+        self.emitted += min(wanted, len(tail)) - len(tail)
+        return tail[:max(0, wanted)]
+
+    def _emit(self, final: bool = False) -> np.ndarray:
+        """Frames whose input is all here, `group` at a time: the convolution's cost per call is
+        mostly fixed (tens of ms on CPU), so it runs on large groups of equal shape."""
+        import torch
+
+        self.buffer = torch.cat([self.buffer, *self.pending])
+        self.pending, self.pending_samples = [], 0
+        size = self.kernel.shape[-1]
+        ready = (self.base + len(self.buffer) - size) // self.orig + 1 - self.next_frame
+        if not final:
+            ready -= ready % self.group
+        if ready <= 0:
+            return np.zeros(0, np.float32)
+        outs = []
+        for start in range(0, ready, self.group):
+            count = min(self.group, ready - start)
+            lo = (self.next_frame + start) * self.orig - self.base
+            window = self.buffer[lo:lo + (count - 1) * self.orig + size]
+            frames = torch.nn.functional.conv1d(window[None, None], self.kernel, stride=self.orig)
+            outs.append(frames.transpose(1, 2).reshape(-1).numpy())
+        self.next_frame += ready
+        drop = self.next_frame * self.orig - self.base
+        self.buffer, self.base = self.buffer[drop:].clone(), self.base + drop
+        out = np.concatenate(outs) if len(outs) > 1 else outs[0]
+        self.emitted += len(out)
+        return out

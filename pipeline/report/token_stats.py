@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from ..codecs.semanticodec.lengths import row_token_count
 from ..fsutil import protocol_of
+from ..sources.uris import is_member_uri
 from ..output import PROVENANCE_KEY
 from ..schema import FAILURES_SCHEMA_VERSION, TOKENS_SCHEMA_VERSION, check_table_version
 
@@ -266,7 +267,7 @@ def classify_uri(uri: str) -> str | None:
 
     if not uri:
         return "empty"
-    if "#" in uri:
+    if is_member_uri(uri):
         return "archive_member"
     if protocol_of(uri) not in fsspec.available_protocols():
         return "unsupported_protocol"

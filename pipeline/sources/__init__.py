@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import os
+
+from ..errors import SourceError
 from .audioset import AudioSetSource
-from .base import AUDIO_EXTENSIONS, ITEM_FIELDS, Source
+from .base import AUDIO_EXTENSIONS, DEFAULT_READ_RETRIES, Source, WorkUnit, protocol_prefix, user_errors
 from .files import FilesSource, has_glob
 from .hf_parquet import HF_DATASETS_PREFIX, HFParquetSource, is_hf_audio_parquet
-from .manifest import ManifestSource
+from .ids import MAX_ID_CHARS, dedupe_units, find_duplicate_ids, id_problem
+from .manifest import MANIFEST_SUFFIXES, ManifestSource
 from .tar import TarSource
+from .uris import is_member_uri, split_member_uri
 
 __all__ = [
-    "AUDIO_EXTENSIONS", "ITEM_FIELDS", "AudioSetSource", "FilesSource", "HFParquetSource",
-    "ManifestSource", "Source", "TarSource", "open_source",
+    "AUDIO_EXTENSIONS", "MAX_ID_CHARS", "AudioSetSource", "FilesSource", "HFParquetSource", "ManifestSource",
+    "Source", "TarSource", "WorkUnit", "dedupe_units", "find_duplicate_ids", "id_problem", "is_member_uri",
+    "open_source", "split_member_uri",
 ]
+
+LOOKED_FOR = ("audio files (" + ", ".join(AUDIO_EXTENSIONS) + "), .tar shards, Parquet with an HF audio column, "
+              "or a manifest (" + ", ".join(MANIFEST_SUFFIXES) + ")")
 
 
 def open_source(
@@ -22,35 +31,60 @@ def open_source(
     class_labels: str | None = None,
     split: str | None = None,
     storage_options: dict | None = None,
+    read_retries: int = DEFAULT_READ_RETRIES,
 ) -> Source:
     """The right Source for `url`: a folder/prefix/glob of audio files, a manifest
-    (.csv/.jsonl/.parquet with a uri column), HF-layout Parquet (recognised from its schema),
-    `hf://datasets/<repo>`, .tar shards, or an AudioSet segments CSV (with `audio_root`)."""
+    (.csv/.jsonl/.json/.parquet with an audio path column, NeMo or Lhotse JSONL), HF-layout Parquet
+    (recognised from its schema), `hf://datasets/<repo>`, .tar shards, or an AudioSet segments CSV
+    (with `audio_root`). Checks first that the source exists and can be read: any problem is a
+    `SourceError` with one line saying what is wrong."""
+    options = dict(storage_options or {})
+    common = {"storage_options": options, "read_retries": read_retries}
+    if url.startswith(HF_DATASETS_PREFIX):
+        return HFParquetSource(url, split=split, **common)
+    with user_errors(url):
+        return _detect(url, audio_root=audio_root, class_labels=class_labels, split=split, common=common)
+
+
+def _detect(url: str, *, audio_root, class_labels, split, common) -> Source:
     from ..fsutil import url_to_fs
 
-    options = dict(storage_options or {})
-    if url.startswith(HF_DATASETS_PREFIX):
-        return HFParquetSource(url, options, split=split)
-    fs, path = url_to_fs(url, options)
+    fs, path = url_to_fs(url, common["storage_options"])
     lower = path.lower()
+    if has_glob(path):
+        matches = fs.glob(path)
+        if not matches:
+            raise SourceError(f"source {url} matches no files")
+    elif not fs.exists(path):
+        raise SourceError(f"source {url} does not exist")
+    elif protocol_prefix(fs) == "" and not os.access(path, os.R_OK):
+        raise SourceError(f"source {url} cannot be read: permission denied")
     if lower.endswith(".tar"):
-        return TarSource(url, options)
+        return TarSource(url, **common)
     if lower.endswith(".csv") and (audio_root or _looks_like_audioset_csv(fs, path)):
-        return AudioSetSource(url, options, audio_root=audio_root or "", class_labels_url=class_labels)
-    if lower.endswith((".csv", ".jsonl", ".json")):
-        return ManifestSource(url, options)
+        return AudioSetSource(url, audio_root=audio_root or "", class_labels_url=class_labels, **common)
+    if lower.endswith(MANIFEST_SUFFIXES) and not lower.endswith(".parquet"):
+        return ManifestSource(url, **common)
     if lower.endswith(".parquet"):
-        first = fs.glob(path)[0] if has_glob(path) else path
-        return HFParquetSource(url, options, split=split) if _is_hf_parquet(fs, first) else ManifestSource(url, options)
-    files = fs.glob(path) if has_glob(path) else fs.find(path)
+        first = matches[0] if has_glob(path) else path
+        if _is_hf_parquet(fs, first):
+            return HFParquetSource(url, split=split, **common)
+        return ManifestSource(url, **common)
+    if lower.endswith(AUDIO_EXTENSIONS) and not has_glob(path):
+        return FilesSource(url, **common)
+    files = matches if has_glob(path) else fs.find(path)
+    if not files:
+        raise SourceError(f"source {url} is an empty folder")
     if any(f.lower().endswith(AUDIO_EXTENSIONS) for f in files):
-        return FilesSource(url, options)
+        return FilesSource(url, **common)
     if any(f.endswith(".tar") for f in files):
-        return TarSource(url, options)
+        return TarSource(url, **common)
     parquet = [f for f in files if f.endswith(".parquet")]
     if parquet and _is_hf_parquet(fs, parquet[0]):
-        return HFParquetSource(url, options, split=split)
-    raise ValueError(f"cannot tell what kind of source {url} is: no audio files, .tar shards or HF Parquet found")
+        return HFParquetSource(url, split=split, **common)
+    examples = ", ".join(sorted(f.rsplit("/", 1)[-1] for f in files)[:3])
+    raise SourceError(f"cannot tell what kind of source {url} is: looked for {LOOKED_FOR}; "
+                      f"found {len(files)} other file(s) ({examples})")
 
 
 def _looks_like_audioset_csv(fs, path: str) -> bool:

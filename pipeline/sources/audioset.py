@@ -13,8 +13,11 @@ import io
 import posixpath
 from dataclasses import dataclass
 
-from .base import AUDIO_EXTENSIONS, protocol_prefix
+from ..errors import SourceError
+from ..records import SourceItem
+from .base import AUDIO_EXTENSIONS, WorkUnit, protocol_prefix, single_unit
 from .files import FilesSource
+from .ids import check_ids
 
 
 def parse_segments_csv(text: str) -> list[dict]:
@@ -22,7 +25,7 @@ def parse_segments_csv(text: str) -> list[dict]:
     lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
     for fields in csv.reader(io.StringIO("\n".join(lines)), skipinitialspace=True):
         if len(fields) < 4:
-            raise ValueError(f"malformed AudioSet segment line: {fields!r}")
+            raise SourceError(f"malformed AudioSet segment line: {fields!r}")
         ytid, start, end, labels = fields[0].strip(), fields[1].strip(), fields[2].strip(), fields[3]
         rows.append({"ytid": ytid, "start": start, "end": end, "labels": [m.strip() for m in labels.split(",") if m.strip()]})
     return rows
@@ -57,9 +60,9 @@ class AudioSetSource(FilesSource):
 
     kind = "audioset"
 
-    def list_units(self) -> list[dict]:
+    def _list_units(self) -> list[WorkUnit]:
         if not self.audio_root:
-            raise ValueError("an AudioSet segments CSV needs --audio-root (where the audio files are)")
+            raise SourceError("an AudioSet segments CSV needs --audio-root (where the audio files are)")
         fs, path = self.filesystem()
         segments = parse_segments_csv(fs.cat_file(path).decode("utf-8"))
         names = {}
@@ -76,8 +79,9 @@ class AudioSetSource(FilesSource):
         for seg in segments:
             stem = next((s for s in candidate_stems(seg["ytid"], seg["start"], seg["end"]) if s in by_stem), None)
             uri = prefix + by_stem[stem] if stem else f"{prefix}{root}/{seg['ytid']}_{seg['start']}_{seg['end']}.flac"
-            unit = {"id": segment_id(seg["ytid"], seg["start"], seg["end"]), "uri": uri, "labels": seg["labels"]}
-            if names:
-                unit["human_labels"] = [names.get(m, m) for m in seg["labels"]]
-            units.append(unit)
+            human = [names.get(m, m) for m in seg["labels"]] if names else None
+            item = SourceItem(id=segment_id(seg["ytid"], seg["start"], seg["end"]), uri=uri, labels=seg["labels"],
+                              human_labels=human)
+            units.append(single_unit(item))
+        check_ids(units, f"AudioSet segments {self.url}")
         return units

@@ -1,51 +1,85 @@
-"""What every source shares: the item record, the unit-of-reading contract, fsspec helpers.
+"""What every source shares: the unit of work, the read contract, retries and user-error mapping.
 
-A source lists *units* (cheap dicts: one file, one tar shard, one Parquet file) on the driver and
-reads each unit into *items* inside Ray tasks. An item is a dict with the columns of `ITEM_FIELDS`;
-a unit that cannot be read becomes one item carrying the error, so nothing is dropped.
+A source lists `WorkUnit`s on the driver (cheap: no audio is read) and reads each unit into
+`SourceItem`s inside Ray tasks. A unit is either one input (`unit.item` holds its id and known
+fields, so the runner can skip a completed input before reading it) or a container (a tar shard,
+a Parquet file: `unit.item is None`, its inputs are known only once it is read). Whatever cannot
+be read becomes a `SourceItem` whose `.failure` says why, so nothing is dropped.
+
+Read failures (the bytes could not be fetched) are `retryable`: transient ones (connection,
+timeout, throttling) are retried here `read_retries` times with a short backoff; the failure a
+run finally records is tried again by the next run. Content problems are not retryable.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import posixpath
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import TypeVar
+
+from ..errors import SourceError
+from ..records import STAGE_READ, Failure, SourceItem
+
+log = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64")
+DEFAULT_READ_RETRIES = 3
+RETRY_BACKOFF_S = 0.5  # first wait; doubled on each further attempt
 
-ITEM_FIELDS = ("id", "uri", "data", "labels", "human_labels", "start_s", "end_s", "error_stage", "error_type", "error_message")
-
-
-def make_item(id: str, uri: str, data: bytes | None = None, **extra: Any) -> dict:
-    item = {name: None for name in ITEM_FIELDS}
-    item.update(id=id, uri=uri, data=data, **extra)
-    return item
+T = TypeVar("T")
 
 
-def failed_item(id: str, uri: str, stage: str, error: BaseException | str, error_type: str | None = None) -> dict:
-    return make_item(
-        id,
-        uri,
-        error_stage=stage,
-        error_type=error_type or type(error).__name__,
-        error_message=str(error) or repr(error),
-    )
+@dataclass(slots=True)
+class WorkUnit:
+    """One thing to read: a single input (`item` set, without data) or a container (`item` None)."""
+
+    key: str  # stable across runs: the input id for a single input, the relative path of a container
+    uri: str
+    item: SourceItem | None = None
+
+    @property
+    def is_container(self) -> bool:
+        return self.item is None
+
+
+def single_unit(item: SourceItem) -> WorkUnit:
+    return WorkUnit(key=item.id, uri=item.uri, item=item)
+
+
+def failed_item(id: str, uri: str, stage: str, error: BaseException | str, error_type: str | None = None,
+                retryable: bool = False) -> SourceItem:
+    failure = Failure.from_error(id, uri, stage, error, error_type=error_type, retryable=retryable)
+    return SourceItem(id=id, uri=uri, failure=failure)
+
+
+def read_failure(id: str, uri: str, error: BaseException) -> SourceItem:
+    """The item for bytes that could not be fetched: retryable when the cause may pass."""
+    return failed_item(id, uri, STAGE_READ, error, retryable=is_transient(error))
 
 
 @dataclass
 class Source:
-    """Base class: subclasses implement `list_units` and `read_unit`."""
+    """Base class: subclasses implement `_list_units` and `read_unit`."""
 
     url: str
     storage_options: dict = field(default_factory=dict)
+    read_retries: int = DEFAULT_READ_RETRIES  # attempts per fetch before a retryable failure is recorded
 
     kind = "base"
-    units_have_ids = True  # units carry their item id, so committed work is skipped before reading
 
-    def list_units(self) -> list[dict]:
+    def list_units(self) -> list[WorkUnit]:
+        """Every unit of the source, in a stable order; a user's mistake is a `SourceError`."""
+        with user_errors(self.url):
+            return self._list_units()
+
+    def _list_units(self) -> list[WorkUnit]:
         raise NotImplementedError
 
-    def read_unit(self, unit: dict) -> Iterator[dict]:
+    def read_unit(self, unit: WorkUnit) -> Iterator[SourceItem]:
         raise NotImplementedError
 
     def filesystem(self, url: str | None = None):
@@ -54,6 +88,94 @@ class Source:
 
         return url_to_fs(url or self.url, self.storage_options)
 
+    def with_retries(self, fetch: Callable[[], T]) -> T:
+        return with_retries(fetch, self.read_retries)
+
+    def fetch(self, uri: str) -> bytes:
+        """The bytes at `uri`, with retries; raises the last error."""
+        def once() -> bytes:
+            fs, path = self.filesystem(uri)
+            with fs.open(path, "rb") as handle:
+                return handle.read()
+
+        return self.with_retries(once)
+
+
+# --- transient errors and retries ------------------------------------------------------------------
+
+# Errors worth another attempt in a later run but not within seconds: the object is missing or
+# forbidden now (deleted then restored, a wrong or expired credential).
+_NOT_RETRIED_NOW = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+_TRANSIENT_NAMES = {"ClientError", "BotoCoreError", "NoCredentialsError", "EndpointConnectionError",
+                    "ConnectTimeoutError", "ReadTimeoutError", "ClientConnectorError", "ServerDisconnectedError",
+                    "ClientPayloadError", "HfHubHTTPError", "HTTPError", "IncompleteRead"}
+
+
+def is_transient(error: BaseException) -> bool:
+    """I/O, network and credential errors: the input may read fine later (a failure to retry).
+    Format errors (a cut tar, a Parquet file that is not one) are not."""
+    return isinstance(error, (OSError, TimeoutError)) or any(
+        cls.__name__ in _TRANSIENT_NAMES for cls in type(error).__mro__)
+
+
+def with_retries(fetch: Callable[[], T], attempts: int, backoff_s: float | None = None) -> T:
+    """`fetch()`, tried up to `attempts` times while it fails with an error that may pass in seconds
+    (waiting `backoff_s`, default RETRY_BACKOFF_S, doubled after each attempt)."""
+    backoff_s = RETRY_BACKOFF_S if backoff_s is None else backoff_s
+    for attempt in range(1, max(1, attempts) + 1):
+        try:
+            return fetch()
+        except Exception as error:
+            if attempt >= attempts or not is_transient(error) or isinstance(error, _NOT_RETRIED_NOW) \
+                    or type(error).__name__ == "NoCredentialsError":
+                raise
+            wait = backoff_s * 2 ** (attempt - 1)
+            log.info("read attempt %d/%d failed (%s: %s); retrying in %.1f s",
+                     attempt, attempts, type(error).__name__, error, wait)
+            time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+# --- user errors -------------------------------------------------------------------------------------
+
+def _caused_by(error: BaseException, name: str) -> bool:
+    seen = error
+    while seen is not None:
+        if any(cls.__name__ == name for cls in type(seen).__mro__):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def as_source_error(url: str, error: BaseException) -> SourceError | None:
+    """The one-line SourceError for a mistake the user can fix, None for anything else."""
+    if isinstance(error, SourceError):
+        return error
+    if _caused_by(error, "NoCredentialsError"):
+        return SourceError(f"no AWS credentials found for {url}: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+                           "or --aws-profile (or --s3-anon for a public bucket)")
+    if isinstance(error, FileNotFoundError):
+        return SourceError(f"source {url} does not exist ({error})")
+    if isinstance(error, PermissionError):
+        return SourceError(f"source {url} cannot be read: permission denied ({error})")
+    if isinstance(error, OSError):
+        return SourceError(f"source {url} cannot be listed: {type(error).__name__}: {error}")
+    return None
+
+
+@contextlib.contextmanager
+def user_errors(url: str):
+    """Turn credential, permission and existence errors into one-line `SourceError`s."""
+    try:
+        yield
+    except Exception as error:
+        mapped = as_source_error(url, error)
+        if mapped is None or mapped is error:
+            raise
+        raise mapped from error
+
+
+# --- paths -------------------------------------------------------------------------------------------
 
 def protocol_prefix(fs) -> str:
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
@@ -64,8 +186,3 @@ def relative_id(path: str, root: str) -> str:
     """A path relative to the source root, '/'-separated: the stable id of a file item."""
     rel = posixpath.relpath(path, root) if root else path
     return rel if not rel.startswith("../") else path
-
-
-def fetch_bytes(fs, path: str) -> bytes:
-    with fs.open(path, "rb") as handle:
-        return handle.read()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+import dataclasses
+from collections.abc import Iterator
 
-from .base import AUDIO_EXTENSIONS, Source, failed_item, fetch_bytes, make_item, protocol_prefix, relative_id
+from ..records import SourceItem
+from .base import AUDIO_EXTENSIONS, Source, WorkUnit, protocol_prefix, read_failure, relative_id, single_unit
+from .ids import check_ids
 
 GLOB_CHARS = "*?["
 
@@ -16,7 +19,7 @@ def has_glob(url: str) -> bool:
 class FilesSource(Source):
     kind = "files"
 
-    def list_units(self) -> list[dict]:
+    def _list_units(self) -> list[WorkUnit]:
         fs, path = self.filesystem()
         if has_glob(path):
             root = path[: min(path.find(ch) for ch in GLOB_CHARS if ch in path)].rsplit("/", 1)[0]
@@ -25,13 +28,15 @@ class FilesSource(Source):
             root = path.rstrip("/")
             paths = [p for p in fs.find(root) if p.lower().endswith(AUDIO_EXTENSIONS)]
         prefix = protocol_prefix(fs)
-        return [{"id": relative_id(p, root), "uri": prefix + p} for p in sorted(paths)]
+        units = [single_unit(SourceItem(id=relative_id(p, root), uri=prefix + p)) for p in sorted(paths)]
+        check_ids(units, f"file names under {self.url}")
+        return units
 
-    def read_unit(self, unit: dict) -> Iterator[dict]:
+    def read_unit(self, unit: WorkUnit) -> Iterator[SourceItem]:
+        known = unit.item or SourceItem(id=unit.key, uri=unit.uri)
         try:
-            fs, path = self.filesystem(unit["uri"])
-            data = fetch_bytes(fs, path)
-        except Exception as error:  # any read problem is recorded against this input
-            yield failed_item(unit["id"], unit["uri"], "read", error)
+            data = self.fetch(unit.uri)
+        except Exception as error:  # noqa: BLE001 - any read problem is recorded against this input
+            yield read_failure(known.id, unit.uri, error)
             return
-        yield make_item(unit["id"], unit["uri"], data, **{k: v for k, v in unit.items() if k not in ("id", "uri")})
+        yield dataclasses.replace(known, uri=unit.uri, data=data)

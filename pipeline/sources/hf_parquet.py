@@ -3,30 +3,42 @@
 Rows carry an `audio` struct {bytes, path} (the `Audio(decode=False)` layout); the bytes are
 decoded later with soundfile, never with datasets' torchcodec path. Files are read one row group
 at a time inside Ray tasks, so a large dataset streams. `labels`/`human_labels` are carried
-through; the id is the row's `video_id`/`id` column when there is one, else `<file>#<row>`.
+through and other scalar columns go into `meta`; the id is the row's `video_id`/`id` column when
+there is one (strings, or integers written in decimal), else `<file>#<row>`.
 """
 
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
-from .base import Source, failed_item, make_item, protocol_prefix, relative_id
+from ..errors import SourceError
+from ..records import STAGE_READ, SourceItem
+from .base import Source, WorkUnit, failed_item, is_transient, protocol_prefix, read_failure, relative_id
 from .files import has_glob
-from .manifest import ID_COLUMNS, split_labels
+from .ids import id_problem
+from .manifest import ID_COLUMNS, LABEL_COLUMNS, scalar_fields, split_labels
+from .uris import row_uri
 
 HF_DATASETS_PREFIX = "hf://datasets/"
+AUDIO_COLUMN = "audio"
 
 
 def is_hf_audio_parquet(schema) -> bool:
     """True for a Parquet schema with an HF `audio` struct column holding `bytes`."""
     import pyarrow as pa
 
-    if "audio" not in schema.names:
+    if AUDIO_COLUMN not in schema.names:
         return False
-    kind = schema.field("audio").type
+    kind = schema.field(AUDIO_COLUMN).type
     return pa.types.is_struct(kind) and "bytes" in [kind.field(i).name for i in range(kind.num_fields)]
+
+
+def _usable_id_column(schema) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_string(schema) or pa.types.is_large_string(schema) or pa.types.is_integer(schema)
 
 
 @dataclass
@@ -34,9 +46,8 @@ class HFParquetSource(Source):
     split: str | None = None  # a folder under data/ (e.g. AudioSet's bal_train) or a file-name prefix
 
     kind = "hf_parquet"
-    units_have_ids = False
 
-    def list_units(self) -> list[dict]:
+    def _list_units(self) -> list[WorkUnit]:
         fs, path = self.filesystem()
         if has_glob(path):
             files, root = fs.glob(path), posixpath.dirname(path.split("*")[0])
@@ -48,34 +59,56 @@ class HFParquetSource(Source):
         if self.split:
             files = [f for f in files if f"/{self.split}/" in f or posixpath.basename(f).startswith(self.split)]
         if not files:
-            raise ValueError(f"no Parquet files at {self.url}" + (f" for split {self.split!r}" if self.split else ""))
+            raise SourceError(f"no Parquet files at {self.url}" + (f" for split {self.split!r}" if self.split else ""))
         prefix = protocol_prefix(fs)
-        return [{"uri": prefix + f, "file_id": relative_id(f, root)} for f in sorted(files)]
+        return [WorkUnit(key=relative_id(f, root), uri=prefix + f) for f in sorted(files)]
 
-    def read_unit(self, unit: dict) -> Iterator[dict]:
+    def read_unit(self, unit: WorkUnit) -> Iterator[SourceItem]:
         import pyarrow.parquet as pq
 
+        def open_file():
+            fs, path = self.filesystem(unit.uri)
+            return pq.ParquetFile(fs.open(path, "rb"))
+
         try:
-            fs, path = self.filesystem(unit["uri"])
-            parquet = pq.ParquetFile(fs.open(path, "rb"))
-        except Exception as error:
-            yield failed_item(unit["file_id"], unit["uri"], "read", error)
+            parquet = self.with_retries(open_file)
+        except Exception as error:  # noqa: BLE001 - recorded against the file, the run goes on
+            yield read_failure(unit.key, unit.uri, error)
             return
-        names = parquet.schema_arrow.names
-        id_col = next((c for c in ID_COLUMNS if c in names), None)
+        schema = parquet.schema_arrow
+        id_col = next((c for c in ID_COLUMNS if c in schema.names), None)
+        if id_col and not _usable_id_column(schema.field(id_col).type):
+            yield failed_item(unit.key, unit.uri, STAGE_READ, f"id column {id_col!r} has type "
+                              f"{schema.field(id_col).type}: ids must be strings or integers", "InvalidId")
+            return
         row = 0
-        for group in range(parquet.num_row_groups):
-            for record in parquet.read_row_group(group).to_pylist():
-                item_id = str(record[id_col]) if id_col and record[id_col] is not None else f"{unit['file_id']}#{row}"
-                uri = f"{unit['uri']}#row={row}"
-                audio = record.get("audio") or {}
-                data = audio.get("bytes")
-                if not data:
-                    yield failed_item(item_id, uri, "read", "row has no audio bytes", "MissingAudioBytes")
-                else:
-                    yield make_item(
-                        item_id, uri, data,
-                        labels=split_labels(record.get("labels")),
-                        human_labels=split_labels(record.get("human_labels")),
-                    )
-                row += 1
+        try:
+            for group in range(parquet.num_row_groups):
+                records = self.with_retries(lambda group=group: parquet.read_row_group(group).to_pylist())
+                for record in records:
+                    yield _row_item(unit, record, row, id_col)
+                    row += 1
+        except Exception as error:  # noqa: BLE001 - the rows read stay, the rest is one failure
+            yield failed_item(unit.key, unit.uri, STAGE_READ,
+                              f"file unreadable from row {row}: the rows before it were read "
+                              f"({type(error).__name__}: {error})",
+                              error_type=type(error).__name__, retryable=is_transient(error))
+
+
+def _row_item(unit: WorkUnit, record: dict, row: int, id_col: str | None) -> SourceItem:
+    positional = f"{unit.key}#{row}"
+    uri = row_uri(unit.uri, row)
+    raw_id = record.get(id_col) if id_col else None
+    item_id = positional if raw_id is None else str(raw_id)
+    problem = id_problem(item_id)
+    if problem:  # the failure is kept under the row's position, never a rewritten id
+        return failed_item(positional, uri, STAGE_READ, problem, "InvalidId")
+    audio = record.get(AUDIO_COLUMN) or {}
+    data = audio.get("bytes")
+    if not data:
+        return failed_item(item_id, uri, STAGE_READ, "row has no audio bytes", "MissingAudioBytes")
+    meta = scalar_fields(record, exclude=(AUDIO_COLUMN, id_col, *LABEL_COLUMNS))
+    return SourceItem(
+        id=item_id, uri=uri, data=data, labels=split_labels(record.get("labels")),
+        human_labels=split_labels(record.get("human_labels")), meta=meta or None,
+    )

@@ -1,30 +1,104 @@
-"""A manifest (CSV, JSONL or Parquet) listing audio URIs, with optional id, labels, start/end columns."""
+"""A manifest listing audio files: CSV, JSON lines (also NeMo and Lhotse manifests) or Parquet.
+
+Columns (the first present name wins):
+- audio: `uri`, `path`, `audio_path`, `audio_filepath` (NeMo), `file`; or Lhotse's `sources`
+  (`[{type: file|url, source: ...}]`, also under `recording`). Relative paths are relative to
+  the manifest's folder.
+- id: `id`, `video_id`, `ytid`, `key` (default: the audio path as written).
+- segment: `start_s`/`start`/`start_seconds`/`offset` (NeMo, Lhotse) and `end_s`/`end`/
+  `end_seconds`, or a `duration`/`duration_s` (end = start + duration).
+- `labels`, `human_labels` ("a;b" or "a,b" strings, or lists).
+- every other scalar column (text, speaker, ...) is carried into `SourceItem.meta`; a Lhotse
+  cut's supervisions give `text` (joined) and `speaker`/`language`/`gender` when all agree.
+
+Values are read as written, with no type inference: CSV cells stay strings (`001` is not `1`),
+numbers are parsed only for the segment columns, and an id must be a string or an integer in
+JSON/Parquet (never a float). A row without audio, with a bad id or a bad segment is the user's
+to fix: the listing fails with a `SourceError` naming the first few such rows.
+"""
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
+import json
+import math
 import posixpath
+from typing import Any
 
-from .base import protocol_prefix
+from ..errors import SourceError
+from ..records import SourceItem
+from .base import WorkUnit, protocol_prefix, single_unit
 from .files import FilesSource
+from .ids import SHOWN, id_problem
 
-URI_COLUMNS = ("uri", "path", "audio_path", "file")
+URI_COLUMNS = ("uri", "path", "audio_path", "audio_filepath", "file")
 ID_COLUMNS = ("id", "video_id", "ytid", "key")
-START_COLUMNS = ("start_s", "start", "start_seconds")
+START_COLUMNS = ("start_s", "start", "start_seconds", "offset")
 END_COLUMNS = ("end_s", "end", "end_seconds")
-MANIFEST_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
+DURATION_COLUMNS = ("duration_s", "duration")
+LABEL_COLUMNS = ("labels", "human_labels")
+LHOTSE_SOURCES = "sources"
+LHOTSE_SOURCE_TYPES = ("file", "url")
+# Lhotse structure that is not metadata of the clip.
+LHOTSE_FIELDS = ("sources", "recording", "supervisions", "type", "channel", "channel_ids", "sampling_rate",
+                 "num_samples", "features", "custom", "transforms", "recording_id")
+SUPERVISION_FIELDS = ("speaker", "language", "gender")
+MANIFEST_SUFFIXES = (".csv", ".jsonl", ".json", ".jsonl.gz", ".json.gz", ".parquet")
 
 
-def read_table(fs, path: str):
-    import pyarrow.csv as pacsv
-    import pyarrow.json as pajson
+class BadRow(ValueError):
+    """A manifest row we cannot use; the message says why."""
+
+
+# --- reading ---------------------------------------------------------------------------------------
+
+def read_rows(fs, path: str) -> list[dict[str, Any]]:
+    """The manifest's rows as dicts of plain Python values (CSV cells as strings, '' as None)."""
+    lower = path.lower()
+    with fs.open(path, "rb") as handle:
+        raw = handle.read()
+    if lower.endswith(".gz"):
+        raw = gzip.decompress(raw)
+        lower = lower[:-3]
+    if lower.endswith(".parquet"):
+        return _parquet_rows(raw)
+    text = raw.decode("utf-8-sig")
+    if lower.endswith(".csv"):
+        return [{k: (v if v != "" else None) for k, v in row.items() if k is not None}
+                for row in csv.DictReader(io.StringIO(text, newline=""))]
+    return _json_rows(text)
+
+
+def _json_rows(text: str) -> list[dict]:
+    if text.lstrip().startswith("["):
+        rows = json.loads(text)
+    else:
+        rows = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError as error:
+                    raise SourceError(f"manifest line {number} is not JSON: {error}") from error
+    bad = next((i for i, row in enumerate(rows, 1) if not isinstance(row, dict)), None)
+    if bad is not None:
+        raise SourceError(f"manifest entry {bad} is not a JSON object: {str(rows[bad - 1])[:80]}")
+    return rows
+
+
+def _parquet_rows(raw: bytes) -> list[dict]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    with fs.open(path, "rb") as handle:
-        if path.endswith(".parquet"):
-            return pq.read_table(handle)
-        if path.endswith(".csv"):
-            return pacsv.read_csv(handle)
-        return pajson.read_json(handle)
+    table = pq.read_table(io.BytesIO(raw))
+    id_col = _first(table.column_names, ID_COLUMNS)
+    if id_col is not None:
+        kind = table.schema.field(id_col).type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)):
+            raise SourceError(f"manifest id column {id_col!r} has type {kind}: ids must be strings or integers")
+    return table.to_pylist()
 
 
 def split_labels(value) -> list[str] | None:
@@ -40,33 +114,128 @@ def _first(columns, names):
     return next((n for n in names if n in columns), None)
 
 
+# --- one row -----------------------------------------------------------------------------------------
+
+def row_item(row: dict, *, base: str, prefix: str) -> SourceItem:
+    """One manifest row → the SourceItem it describes (no data); raises BadRow."""
+    uri_col = _first(row, URI_COLUMNS)
+    raw_uri = row.get(uri_col) if uri_col else None
+    lhotse = raw_uri is None and (LHOTSE_SOURCES in row or "recording" in row)
+    if lhotse:
+        raw_uri = _lhotse_source(row)
+    if raw_uri is None or str(raw_uri) == "":
+        raise BadRow("no audio path")
+    raw_uri = str(raw_uri)
+    uri = raw_uri if "://" in raw_uri or raw_uri.startswith("/") else prefix + posixpath.join(base, raw_uri)
+    id_col = _first(row, ID_COLUMNS)
+    raw_id = row.get(id_col) if id_col else None
+    item_id = raw_uri if raw_id is None else _id_text(raw_id)
+    problem = id_problem(item_id)
+    if problem:
+        raise BadRow(problem)
+    start_s = _seconds(row, START_COLUMNS)
+    end_s = _seconds(row, END_COLUMNS)
+    duration = _seconds(row, DURATION_COLUMNS)
+    if end_s is None and duration is not None:
+        end_s = (start_s or 0.0) + duration
+    if start_s is not None and start_s < 0:
+        raise BadRow(f"negative start {start_s}")
+    if end_s is not None and end_s <= (start_s or 0.0):
+        raise BadRow(f"end {end_s} s is not after start {start_s or 0.0} s")
+    used = {uri_col, id_col, *START_COLUMNS, *END_COLUMNS, *DURATION_COLUMNS, *LABEL_COLUMNS}
+    meta = scalar_fields(row, exclude=used | set(LHOTSE_FIELDS if lhotse else ()))
+    if lhotse:
+        meta.update(_supervision_meta(row.get("supervisions")))
+    return SourceItem(
+        id=item_id, uri=uri, labels=split_labels(row.get("labels")), human_labels=split_labels(row.get("human_labels")),
+        start_s=start_s, end_s=end_s, meta=meta or None,
+    )
+
+
+def _id_text(value) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise BadRow(f"id must be a string or an integer, got {type(value).__name__} {value!r}")
+    return value if isinstance(value, str) else str(value)
+
+
+def _seconds(row: dict, names) -> float | None:
+    column = _first(row, names)
+    value = row.get(column) if column else None
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise BadRow(f"{column} {value!r} is not a number of seconds") from None
+    if not math.isfinite(seconds):
+        raise BadRow(f"{column} {value!r} is not a finite number of seconds")
+    return seconds
+
+
+def scalar_fields(record: dict, exclude) -> dict[str, Any]:
+    """The fields of `record` that can go into `meta`: scalars (no lists, dicts, None or NaN)."""
+    return {str(k): v for k, v in record.items() if k not in exclude and _is_scalar(v)}
+
+
+def _is_scalar(value) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, (str, int, bool))
+
+
+def _lhotse_source(row: dict) -> str | None:
+    sources = row.get(LHOTSE_SOURCES)
+    if sources is None and isinstance(row.get("recording"), dict):
+        sources = row["recording"].get(LHOTSE_SOURCES)
+    if not sources:
+        return None
+    # The pipeline keeps channel 0: the source that holds it (or the first).
+    source = next((s for s in sources if 0 in (s.get("channels") or [0])), sources[0])
+    if source.get("type") not in LHOTSE_SOURCE_TYPES:
+        raise BadRow(f"Lhotse source type {source.get('type')!r} is not supported (only {LHOTSE_SOURCE_TYPES})")
+    return source.get("source")
+
+
+def _supervision_meta(supervisions) -> dict:
+    if not supervisions:
+        return {}
+    meta = {}
+    texts = [s.get("text") for s in sorted(supervisions, key=lambda s: s.get("start", 0.0)) if s.get("text")]
+    if texts:
+        meta["text"] = " ".join(texts)
+    for name in SUPERVISION_FIELDS:
+        values = {s.get(name) for s in supervisions}
+        if len(values) == 1 and _is_scalar(next(iter(values))):
+            meta[name] = values.pop()
+    return meta
+
+
+# --- the source -----------------------------------------------------------------------------------
+
 class ManifestSource(FilesSource):
     kind = "manifest"
 
-    def list_units(self) -> list[dict]:
+    def _list_units(self) -> list[WorkUnit]:
         fs, path = self.filesystem()
-        table = read_table(fs, path)
-        uri_col = _first(table.column_names, URI_COLUMNS)
-        if uri_col is None:
-            raise ValueError(f"manifest {self.url} has no uri column (one of {URI_COLUMNS}); columns: {table.column_names}")
-        id_col = _first(table.column_names, ID_COLUMNS)
-        start_col = _first(table.column_names, START_COLUMNS)
-        end_col = _first(table.column_names, END_COLUMNS)
-        base = posixpath.dirname(path)
-        prefix = protocol_prefix(fs)
+        rows = read_rows(fs, path)
+        if not rows:
+            raise SourceError(f"manifest {self.url} lists no audio")
+        columns = set().union(*(row.keys() for row in rows[:100]))
+        if not _first(columns, URI_COLUMNS) and LHOTSE_SOURCES not in columns and "recording" not in columns:
+            raise SourceError(f"manifest {self.url} has no audio path column: use one of {', '.join(URI_COLUMNS)} "
+                              f"(or Lhotse '{LHOTSE_SOURCES}'); its columns are {sorted(columns)}")
+        return self._units(rows, base=posixpath.dirname(path), prefix=protocol_prefix(fs))
+
+    def _units(self, rows: list[dict], *, base: str, prefix: str) -> list[WorkUnit]:
+        bad, count = [], 0
         units = []
-        for row in table.to_pylist():
-            uri = str(row[uri_col])
-            if "://" not in uri and not uri.startswith("/"):
-                uri = prefix + posixpath.join(base, uri)  # relative to the manifest's folder
-            unit = {"id": str(row[id_col]) if id_col and row[id_col] is not None else row[uri_col], "uri": uri}
-            if "labels" in row:
-                unit["labels"] = split_labels(row["labels"])
-            if "human_labels" in row:
-                unit["human_labels"] = split_labels(row["human_labels"])
-            if start_col and row[start_col] is not None:
-                unit["start_s"] = float(row[start_col])
-            if end_col and row[end_col] is not None:
-                unit["end_s"] = float(row[end_col])
-            units.append(unit)
+        for number, row in enumerate(rows, 1):
+            try:
+                units.append(single_unit(row_item(row, base=base, prefix=prefix)))
+            except BadRow as error:
+                count += 1
+                if len(bad) < SHOWN:
+                    bad.append(f"row {number}: {error}")
+        if count:
+            raise SourceError(f"manifest {self.url}: {count} unusable row(s), fix them: " + "; ".join(bad))
         return units

@@ -12,8 +12,14 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
+from pipeline.errors import SourceError
 from pipeline.sources import (
-    AudioSetSource, FilesSource, HFParquetSource, ManifestSource, TarSource, open_source,
+    AudioSetSource,
+    FilesSource,
+    HFParquetSource,
+    ManifestSource,
+    TarSource,
+    open_source,
 )
 from pipeline.sources.audioset import parse_segments_csv
 
@@ -44,12 +50,12 @@ def test_files_ids_are_relative_stable_and_never_paths_out(tmp_path):
     (root / "..odd..name.flac").write_bytes(wav_bytes(fmt="FLAC"))
     (root / "notes.txt").write_text("skip me")
     items = read_all(FilesSource(str(root)))
-    assert sorted(i["id"] for i in items) == ["..odd..name.flac", "sub dir/héllo wörld.wav"]
-    assert all(i["data"] for i in items)
-    again = [u["id"] for u in FilesSource(str(root)).list_units()]
-    assert again == sorted(again) == [u["id"] for u in FilesSource(str(root) + "/").list_units()]
+    assert sorted(i.id for i in items) == ["..odd..name.flac", "sub dir/héllo wörld.wav"]
+    assert all(i.data for i in items)
+    again = [u.key for u in FilesSource(str(root)).list_units()]
+    assert again == sorted(again) == [u.key for u in FilesSource(str(root) + "/").list_units()]
     globbed = FilesSource(str(root) + "/**/*.wav").list_units()
-    assert [u["id"] for u in globbed] == ["sub dir/héllo wörld.wav"]
+    assert [u.key for u in globbed] == ["sub dir/héllo wörld.wav"]
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
@@ -70,11 +76,11 @@ def test_manifest_with_labels_segments_and_a_missing_object(tmp_path, fmt):
         pq.write_table(table, path)
     source = open_source(str(path))
     assert isinstance(source, ManifestSource)
-    items = {i["id"]: i for i in read_all(source)}
-    assert items["clip-a"]["labels"] == ["dog", "bark"] and items["clip-a"]["start_s"] == 0.5
-    assert items["clip-a"]["uri"].endswith("/a.wav") and items["clip-a"]["data"]
-    assert items["clip-missing"]["error_stage"] == "read"
-    assert items["clip-missing"]["error_type"] == "FileNotFoundError"
+    items = {i.id: i for i in read_all(source)}
+    assert items["clip-a"].labels == ["dog", "bark"] and items["clip-a"].start_s == 0.5
+    assert items["clip-a"].uri.endswith("/a.wav") and items["clip-a"].data
+    assert items["clip-missing"].failure.stage == "read"
+    assert items["clip-missing"].failure.error_type == "FileNotFoundError"
 
 
 def write_hf_parquet(path, count=3, with_ids=True):
@@ -96,11 +102,11 @@ def test_hf_parquet_layout_is_recognised_and_read(tmp_path):
     source = open_source(str(tmp_path / "data"), split="bal_train")
     assert isinstance(source, HFParquetSource)
     items = read_all(source)
-    assert [i["id"] for i in items] == ["vid000", "vid001", "vid002"]
-    assert items[0]["labels"] == ["/m/09x0r"] and items[0]["human_labels"] == ["Speech"]
-    assert items[1]["error_type"] == "MissingAudioBytes"
+    assert [i.id for i in items] == ["vid000", "vid001", "vid002"]
+    assert items[0].labels == ["/m/09x0r"] and items[0].human_labels == ["Speech"]
+    assert items[1].failure.error_type == "MissingAudioBytes"
     only_file = open_source(str(tmp_path / "data" / "eval.parquet"))
-    assert [i["id"] for i in read_all(only_file)] == ["eval.parquet#0", "eval.parquet#1", "eval.parquet#2"]
+    assert [i.id for i in read_all(only_file)] == ["eval.parquet#0", "eval.parquet#1", "eval.parquet#2"]
 
 
 def test_tar_shards_with_json_metadata(tmp_path):
@@ -114,11 +120,11 @@ def test_tar_shards_with_json_metadata(tmp_path):
             tar.addfile(info, io.BytesIO(payload))
     source = open_source(str(shard.parent))
     assert isinstance(source, TarSource)
-    items = {i["id"]: i for i in read_all(source)}
+    items = {i.id: i for i in read_all(source)}
     assert set(items) == {"train-000.tar/s1", "train-000.tar/d/s2", "train-000.tar/s3"}
-    assert items["train-000.tar/s1"]["labels"] == ["cat"]
-    assert items["train-000.tar/s3"]["error_type"] == "MissingAudioMember"
-    assert items["train-000.tar/d/s2"]["uri"].endswith("train-000.tar#d/s2.wav")
+    assert items["train-000.tar/s1"].labels == ["cat"]
+    assert items["train-000.tar/s3"].failure.error_type == "MissingAudioMember"
+    assert items["train-000.tar/d/s2"].uri.endswith("train-000.tar#d/s2.wav")
 
 
 def test_audioset_csv_joins_files_and_labels(tmp_path):
@@ -132,16 +138,16 @@ def test_audioset_csv_joins_files_and_labels(tmp_path):
     (tmp_path / "labels.csv").write_text(CLASS_LABELS)
     source = open_source(str(tmp_path / "segments.csv"), audio_root=str(audio), class_labels=str(tmp_path / "labels.csv"))
     assert isinstance(source, AudioSetSource)
-    items = {i["id"]: i for i in read_all(source)}
+    items = {i.id: i for i in read_all(source)}
     assert set(items) == {"--PJHxphWEs_30.000_40.000", "--ZhevVpy1s_50.000_60.000", "missingYTID_0.000_10.000"}
-    assert items["--PJHxphWEs_30.000_40.000"]["human_labels"] == ["Speech", "Gush"]
-    assert items["--ZhevVpy1s_50.000_60.000"]["human_labels"] == ["Walk, footsteps"]
-    assert items["missingYTID_0.000_10.000"]["error_type"] == "FileNotFoundError"
-    with pytest.raises(ValueError, match="audio-root"):
+    assert items["--PJHxphWEs_30.000_40.000"].human_labels == ["Speech", "Gush"]
+    assert items["--ZhevVpy1s_50.000_60.000"].human_labels == ["Walk, footsteps"]
+    assert items["missingYTID_0.000_10.000"].failure.error_type == "FileNotFoundError"
+    with pytest.raises(SourceError, match="audio-root"):
         AudioSetSource(str(tmp_path / "segments.csv")).list_units()
 
 
 def test_detection_of_an_unknown_folder(tmp_path):
     (tmp_path / "readme.txt").write_text("nothing to see")
-    with pytest.raises(ValueError, match="cannot tell what kind of source"):
+    with pytest.raises(SourceError, match="cannot tell what kind of source"):
         open_source(str(tmp_path))

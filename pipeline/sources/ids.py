@@ -1,0 +1,79 @@
+"""Input ids: validation, duplicates and the dedupe policy.
+
+An id is any non-empty string of at most `MAX_ID_CHARS` characters without control characters
+(NUL, newline, tab, the C0/C1 ranges: they are cut or rewritten by tools downstream). Ids are
+never rewritten to make them valid: a bad id is the user's to fix, so a listing with bad ids is a
+`SourceError` naming the first few.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable
+
+from ..errors import ConfigError, SourceError
+from .base import WorkUnit
+
+MAX_ID_CHARS = 1024
+DEDUPE_POLICIES = ("refuse", "first")
+SHOWN = 5  # bad rows or duplicate ids named in an error
+
+
+def id_problem(value: object) -> str | None:
+    """Why `value` is not a usable id, or None."""
+    if not isinstance(value, str):
+        return f"id must be a string, got {type(value).__name__} {value!r}"
+    if not value:
+        return "empty id"
+    if len(value) > MAX_ID_CHARS:
+        return f"id of {len(value)} characters (at most {MAX_ID_CHARS})"
+    bad = next((ch for ch in value if unicodedata.category(ch) == "Cc"), None)
+    if bad is not None:
+        return f"id {value[:60]!r} contains the control character {bad!r}"
+    return None
+
+
+def check_ids(units: Iterable[WorkUnit], where: str) -> None:
+    """Raise a SourceError naming the first few units whose id is invalid."""
+    bad = []
+    count = 0
+    for position, unit in enumerate(units):
+        problem = id_problem(unit.item.id) if unit.item is not None else None
+        if problem:
+            count += 1
+            if len(bad) < SHOWN:
+                bad.append(f"entry {position + 1} ({unit.uri[:80]}): {problem}")
+    if count:
+        raise SourceError(f"{where}: {count} invalid id(s) (ids are non-empty strings of at most {MAX_ID_CHARS} "
+                          f"characters without control characters); fix them in the source: " + "; ".join(bad))
+
+
+def find_duplicate_ids(units: Iterable[WorkUnit]) -> dict[str, int]:
+    """Ids listed more than once among single-input units → how many times, in first-seen order."""
+    counts = Counter(unit.item.id for unit in units if unit.item is not None)
+    return {id: n for id, n in counts.items() if n > 1}
+
+
+def dedupe_units(units: list[WorkUnit], policy: str) -> list[WorkUnit]:
+    """Apply `--dedupe`: "refuse" raises a SourceError listing the first few duplicate ids,
+    "first" keeps the first unit of each id (containers are kept as they are)."""
+    if policy not in DEDUPE_POLICIES:
+        raise ConfigError(f"unknown dedupe policy {policy!r}: use one of {', '.join(DEDUPE_POLICIES)}")
+    duplicates = find_duplicate_ids(units)
+    if not duplicates:
+        return list(units)
+    if policy == "refuse":
+        shown = ", ".join(f"{id!r} x{n}" for id, n in list(duplicates.items())[:SHOWN])
+        more = f" and {len(duplicates) - SHOWN} more" if len(duplicates) > SHOWN else ""
+        raise SourceError(f"{len(duplicates)} id(s) are listed more than once: {shown}{more}; make the ids unique "
+                          "or rerun with --dedupe first to keep the first of each")
+    seen: set[str] = set()
+    kept = []
+    for unit in units:
+        if unit.item is not None:
+            if unit.item.id in seen:
+                continue
+            seen.add(unit.item.id)
+        kept.append(unit)
+    return kept
