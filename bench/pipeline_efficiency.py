@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=100, choices=(25, 50, 100))
     parser.add_argument("--actors", type=int, default=1, help="CPU encoder actors")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (= CPUs) per encoder actor")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-batch-windows", type=int, default=8)
     parser.add_argument("--checkpoint", default=None)
     args = parser.parse_args()
 
@@ -48,7 +48,8 @@ def main() -> None:
 
     from pipeline.codecs.semanticodec import SemantiCodec
     from pipeline.codecs.semanticodec.synthetic import ensure_golden_checkpoint
-    from pipeline.runner import TokenizeConfig, run_tokenize
+    from pipeline.config import TokenizeConfig
+    from pipeline.runner import run_tokenize
 
     checkpoint = args.checkpoint or str(ensure_golden_checkpoint(args.rate))
     audio_s = args.clips * args.seconds
@@ -61,14 +62,14 @@ def main() -> None:
         codec = SemantiCodec.from_pretrained(checkpoint, token_rate=args.rate, semantic_vocab_size=4096)
         codec.encode(clips[:1], 16000)  # warm-up
         started = time.perf_counter()
-        codec.encode(clips, 16000, max_batch_windows=args.batch_size)
+        codec.encode(clips, 16000, max_batch_windows=args.max_batch_windows)
         alone_s = time.perf_counter() - started
         del codec
 
         ray.init(address="local", num_cpus=args.actors * args.threads, include_dashboard=False, log_to_driver=False)
         config = TokenizeConfig(
             source=str(folder), output=str(Path(tmp) / "out"), checkpoint=checkpoint, token_rate=args.rate,
-            semantic_vocab_size=4096, batch_size=args.batch_size, max_batch_windows=args.batch_size,
+            semantic_vocab_size=4096, max_batch_windows=args.max_batch_windows,
             num_gpus=0, num_cpu_encoders=args.actors, rows_per_file=16,
         )
         started = time.perf_counter()

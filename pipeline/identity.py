@@ -27,17 +27,10 @@ def identity_differences(a: dict, b: dict) -> dict:
     return {key: (a.get(key), b.get(key)) for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)}
 
 
-def run_fingerprint(provenance: dict, *, chunk_windows: int, tokens_schema_version: int) -> dict:
-    """What a resumed run must share with the run that started an output folder: the codec
-    identity, the chunking (chunk indexes of different chunkings are not comparable), the encoder's
-    numeric mode (bf16 tokens differ slightly from fp32) and the schema's major version."""
-    return {
-        "codec": codec_identity(provenance),
-        "dtype": provenance.get("dtype"),
-        "chunk_windows": int(chunk_windows),
-        "tokens_schema_version": int(tokens_schema_version),
-    }
-
-
-def fingerprint_text(fingerprint: dict) -> str:
-    return json.dumps(fingerprint, sort_keys=True)
+def run_fingerprint(*, variant: str, dtype: str, chunk_windows: int, tokens_schema_version: int) -> dict:
+    """What a resumed run must share with the run that started an output folder: the codec variant,
+    the encoder's numeric mode (bf16 tokens differ slightly from fp32), the chunking (chunk indexes
+    of different chunkings are not comparable) and the schema's major version. The weights are
+    compared by `codec_identity` when the encoders load (it needs the files' hashes)."""
+    return {"variant": variant, "dtype": dtype, "chunk_windows": int(chunk_windows),
+            "tokens_schema_version": int(tokens_schema_version)}

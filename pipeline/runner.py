@@ -1,161 +1,195 @@
-"""The tokenization pipeline on Ray Data: source → read+decode (CPU tasks) → encode (actor pool,
-one per GPU) → write shards (tasks) → manifest. `run_tokenize` is the whole job minus argument
-parsing; it needs a running Ray (the job script starts or joins one).
+"""The tokenize run on Ray Data: source → read+decode (CPU tasks) → encode (actor pool, one per
+GPU) → write shards (tasks) → manifest. `run_tokenize` is the whole job minus argument parsing;
+it needs a running Ray (the job script starts or joins one). The stages are the adapters of
+`ray_stages.py`; this module only wires them and keeps the books.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import time
-from collections import Counter
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 
-from . import __version__
+from .config import TokenizeConfig
+from .errors import Interrupted, OutputError
 from .fsutil import options_for
+from .identity import codec_identity, run_fingerprint
+from .lease import WriterLease
+from .manifest import manifest_from_counts, run_totals
 from .output import OutputFolder
-from .schema import MANIFEST_SCHEMA_VERSION
+from .schema import TOKENS_SCHEMA_VERSION
 from .sources import open_source
-from .stages.decode import DEFAULT_CHUNK_WINDOWS, DEFAULT_MAX_DURATION_S, decode_item
-from .stages.encode import EncodeStage, rows_to_batch
-from .stages.write import write_batch
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class TokenizeConfig:
-    source: str
-    output: str
-    checkpoint: str = "hf://haoheliu/SemantiCodec"
-    token_rate: int = 100
-    semantic_vocab_size: int = 16384
-    batch_size: int = 16  # rows (clips or chunks) per encoder call
-    max_batch_windows: int = 16  # 10.24 s windows per forward pass
-    num_gpus: int | tuple[int, int] | None = None  # None: every GPU the cluster has; (min, max): autoscaling pool
-    num_cpu_encoders: int = 1  # encoder actors when there is no GPU
-    cpus_per_encoder: int | None = None  # None: GPU actors 1; CPU actors share the node, leaving one CPU for decode
-    dtype: str = "float32"
-    limit: int | None = None
-    rows_per_file: int = 256
-    chunk_windows: int = DEFAULT_CHUNK_WINDOWS
-    max_duration_s: float = DEFAULT_MAX_DURATION_S
-    overwrite: bool = False
-    audio_root: str | None = None
-    class_labels: str | None = None
-    split: str | None = None
-    storage_options: dict = field(default_factory=dict)
+AUDIOSET_HF = "hf://datasets/agkphysics/AudioSet"
 
 
-def _read_and_decode(unit: dict, source, skip_ref, limit_ids, chunk_windows: int, max_duration_s: float):
-    """One unit → decoded chunk rows, skipping inputs already committed (resume)."""
-    import ray
-
-    complete_ids, committed_chunks = _cached_get(skip_ref, ray)
-    for item in source.read_unit(unit):
-        if item["id"] in complete_ids or (limit_ids is not None and item["id"] not in limit_ids):
-            continue
-        for row in decode_item(item, chunk_windows=chunk_windows, max_duration_s=max_duration_s):
-            if (row["id"], row["chunk_index"]) not in committed_chunks or row["error_type"]:
-                yield row
-
-
-_SKIP_CACHE: dict = {}
-
-
-def _cached_get(ref, ray):
-    key = ref.hex()
-    if key not in _SKIP_CACHE:
-        _SKIP_CACHE.clear()
-        _SKIP_CACHE[key] = ray.get(ref)
-    return _SKIP_CACHE[key]
-
-
-def _encoder_resources(config: TokenizeConfig) -> dict:
-    import ray
-
+def encoder_resources(config: TokenizeConfig, cluster_resources: dict) -> dict:
+    """How many encoder actors, with which resources, on which device."""
     if isinstance(config.num_gpus, tuple):  # an autoscaling actor pool of min..max GPU encoders
-        return {"concurrency": config.num_gpus, "num_gpus": 1, "num_cpus": config.cpus_per_encoder or 1,
+        low, high = config.num_gpus
+        return {"min": low, "max": high, "num_gpus": 1, "num_cpus": config.cpus_per_encoder or 1,
                 "device": "cuda", "threads": None}
-    resources = ray.cluster_resources()
-    gpus = int(resources.get("GPU", 0)) if config.num_gpus is None else config.num_gpus
-    if gpus == 0:
-        log.warning("no GPU in the cluster now: encoding on CPU actors. On an autoscaling cluster whose GPU "
-                    "workers start at zero, pass --num-gpus N to request N GPU encoder actors.")
+    gpus = int(cluster_resources.get("GPU", 0)) if config.num_gpus is None else config.num_gpus
     if gpus > 0:
-        return {"concurrency": gpus, "num_gpus": 1, "num_cpus": config.cpus_per_encoder or 1, "device": "cuda",
-                "threads": None}
+        return {"min": gpus, "max": gpus, "num_gpus": 1, "num_cpus": config.cpus_per_encoder or 1,
+                "device": "cuda", "threads": None}
+    log.warning("no GPU in the cluster now: encoding on CPU actors. On an autoscaling cluster whose GPU "
+                "workers start at zero, pass --num-gpus N to request N GPU encoder actors.")
     # CPU encoders: the LSTM is memory-bound, so one actor with all cores beats several with one
     # each (they would each stream the weights). Its Ray reservation leaves a CPU for decode tasks,
     # which are light and interleave with the encoder's threads.
-    per_actor = max(1, int(resources.get("CPU", 1)) // config.num_cpu_encoders)
-    threads = config.cpus_per_encoder or per_actor
-    return {"concurrency": config.num_cpu_encoders, "num_gpus": 0, "num_cpus": config.cpus_per_encoder or max(1, per_actor - 1),
-            "device": "cpu", "threads": threads}
+    per_actor = max(1, int(cluster_resources.get("CPU", 1)) // config.num_cpu_encoders)
+    return {"min": config.num_cpu_encoders, "max": config.num_cpu_encoders, "num_gpus": 0,
+            "num_cpus": config.cpus_per_encoder or max(1, per_actor - 1), "device": "cpu",
+            "threads": config.cpus_per_encoder or per_actor}
 
 
-def run_tokenize(config: TokenizeConfig, progress: bool = True) -> dict:
-    import ray
-    from tqdm import tqdm
+def resolved_checkpoint(config: TokenizeConfig) -> str:
+    from .codecs.semanticodec.synthetic import resolve_checkpoint_location
 
+    return resolve_checkpoint_location(config.checkpoint, config.token_rate, config.semantic_vocab_size)
+
+
+def run_tokenize(config: TokenizeConfig, *, progress: bool = True) -> dict:
+    """Tokenize `config.source` into `config.output`; returns the manifest. Raises UserError
+    subclasses for the user's mistakes and `Interrupted` on Ctrl-C (committed shards stay)."""
     started = time.time()
-    output = OutputFolder(config.output, config.storage_options or None)
-    if config.overwrite:
-        output.clear()
-    source = open_source(config.source, audio_root=config.audio_root, class_labels=config.class_labels,
-                         split=config.split, storage_options=config.storage_options)
-    units = source.list_units()
-    limit_ids = None
-    if config.limit is not None and source.units_have_ids:
-        units = units[: config.limit]
-    elif config.limit is not None:
-        limit_ids = _first_ids(source, units, config.limit)
-    keys = output.committed_keys()
-    committed_chunks, _, failed = keys
-    complete = output.complete_ids(keys)
-    resumed = bool(committed_chunks or failed)
-    if source.units_have_ids:
-        units = [u for u in units if u["id"] not in complete]
-    log.info("%s source %s: %d units to read (%d inputs already complete)", source.kind, config.source, len(units), len(complete))
+    storage_options = config.storage_options()
+    output = OutputFolder(config.output, storage_options or None)
+    lease = WriterLease(output)
+    lease.acquire()
+    try:
+        if config.overwrite:
+            output.clear()
+        return _run(config, output, lease, storage_options, started, progress)
+    finally:
+        lease.release()
 
-    resources = _encoder_resources(config)
+
+def _run(config, output: OutputFolder, lease: WriterLease, storage_options: dict, started: float,
+         progress: bool) -> dict:
+    import ray
+
+    from .codecs.semanticodec.variants import SemantiCodecVariant
+    from .dataset_card import write_dataset_card
+    from .ray_stages import EncoderActor, ReadDecode, write_batch
+    from .sources import dedupe_units
+
+    variant = SemantiCodecVariant(config.token_rate, config.semantic_vocab_size)
+    checkpoint = resolved_checkpoint(config)
+    source = open_source(config.source, audio_root=config.audio_root, class_labels=config.class_labels,
+                         split=_split(config), storage_options=storage_options, read_retries=config.read_retries)
+    units = dedupe_units(source.list_units(), config.dedupe)
+
+    before = output.committed_keys()
+    resumed = bool(before.chunks or before.failed)
+    output.check_fingerprint(run_fingerprint(variant=variant.name, dtype=config.dtype,
+                                             chunk_windows=config.chunk_windows,
+                                             tokens_schema_version=TOKENS_SCHEMA_VERSION), before.provenance)
+    output.clear_retryable()
+    expected_identity = codec_identity(before.provenance) if before.provenance else None
+
+    limit_ids = None
+    if config.limit is not None:
+        if all(u.item is not None for u in units):
+            units = units[: config.limit]
+        else:
+            limit_ids = _first_ids(source, units, config.limit)
+    complete = before.complete_ids()
+    units = [u for u in units if u.item is None or u.item.id not in complete]
+    log.info("%s source %s: %d units to read (%d inputs already complete)", source.kind, config.source,
+             len(units), len(complete))
+
+    resources = encoder_resources(config, ray.cluster_resources())
     codec_kwargs = {
-        "checkpoint": config.checkpoint, "token_rate": config.token_rate,
-        "semantic_vocab_size": config.semantic_vocab_size, "device": resources["device"], "dtype": config.dtype,
-        "max_batch_windows": config.max_batch_windows,
-        "storage_options": options_for(config.checkpoint, config.storage_options) or None,
+        "checkpoint": checkpoint, "token_rate": config.token_rate, "semantic_vocab_size": config.semantic_vocab_size,
+        "device": resources["device"], "dtype": config.dtype, "max_batch_windows": config.max_batch_windows,
+        "storage_options": options_for(checkpoint, storage_options) or None,
     }
-    run_info = {"pipeline_version": __version__, "batch_size": config.batch_size,
-                "max_batch_windows": config.max_batch_windows}
-    summaries = []
+    # Each row holds at least one 10.24 s window, so batches of `max_batch_windows` rows fill every
+    # forward pass but the last of a batch (rows of long files hold up to `chunk_windows` windows).
+    batch_rows = max(1, config.max_batch_windows)
+    run_info = {"pipeline_version": _version(), "batch_size": batch_rows, "max_batch_windows": config.max_batch_windows}
+    summaries: list[dict] = []
+    after = before
     if units:
-        skip_ref = ray.put((complete, committed_chunks))
-        ds = ray.data.from_items(units, override_num_blocks=min(len(units), 1000))
-        ds = ds.flat_map(
-            _read_and_decode,
-            fn_kwargs={"source": source, "skip_ref": skip_ref, "limit_ids": limit_ids,
-                       "chunk_windows": config.chunk_windows, "max_duration_s": config.max_duration_s},
-        )
+        skip_ref = ray.put((complete, before.chunks, before.partial_ids()))
+        ds = ray.data.from_items([{"unit": u} for u in units], override_num_blocks=min(len(units), 1000))
+        ds = ds.flat_map(ReadDecode(source, variant, skip_ref, chunk_windows=config.chunk_windows,
+                                    max_duration_s=config.max_duration_s, limit_ids=limit_ids))
         ds = ds.map_batches(
-            EncodeStage,
-            fn_constructor_kwargs={"codec_kwargs": codec_kwargs, "torch_threads": resources["threads"]},
-            batch_size=config.batch_size,
-            concurrency=resources["concurrency"],
-            num_gpus=resources["num_gpus"],
-            num_cpus=resources["num_cpus"],
+            EncoderActor,
+            fn_constructor_kwargs={"codec_kwargs": codec_kwargs, "torch_threads": resources["threads"],
+                                   "expected_identity": expected_identity,
+                                   "inject_device_error_once": os.environ.get("PIPELINE_INJECT_DEVICE_ERROR_ONCE")},
+            batch_size=batch_rows,
+            compute=ray.data.ActorPoolStrategy(min_size=resources["min"], max_size=resources["max"]),
+            num_gpus=resources["num_gpus"], num_cpus=resources["num_cpus"],
         )
         ds = ds.map_batches(write_batch, batch_size=config.rows_per_file,
                             fn_kwargs={"output": output, "run_info": run_info})
-        bar = tqdm(desc="tokenized", unit="row", disable=not progress)
-        for summary in ds.iter_rows():
-            summaries.append(summary)
-            bar.update(summary["token_rows"] + summary["failed"])
-            bar.set_postfix(failed=sum(s["failed"] for s in summaries))
-        bar.close()
-    manifest = build_manifest(config, source, output, summaries, started, resumed, resources)
+        total_inputs = len(units) if limit_ids is None and all(u.item is not None for u in units) else None
+        summaries = _consume(ds, after, lease, total_inputs, progress)
+    run = run_totals(summaries)
+    retryable = sum(len(_json_list(s.get("retryable_ids_json"))) for s in summaries)
+    manifest = manifest_from_counts(
+        config=config, source_kind=source.kind, before=before, after=after, run=run, provenance=None,
+        encoder={"batch_rows": batch_rows, "num_encoders": resources["max"], "device": resources["device"]},
+        wall_time_s=time.time() - started, resumed=resumed, retryable_ids=retryable,
+    )
+    manifest["run"]["retryable_types"] = _merge_counts(s.get("retryable_types") for s in summaries)
     output.write_manifest(manifest)
+    write_dataset_card(config.output, storage_options or None)
     return manifest
+
+
+def _consume(ds, keys, lease: WriterLease, total_inputs: int | None, progress: bool) -> list[dict]:
+    """Run the dataset, folding each write summary into `keys`; a progress bar on stderr."""
+    from tqdm import tqdm
+
+    summaries: list[dict] = []
+    bar = tqdm(total=total_inputs, desc="tokenizing", unit="input", disable=not progress, dynamic_ncols=True)
+    audio_s, failed, t0 = 0.0, 0, time.time()
+    try:
+        for summary in ds.iter_rows():
+            lease.check()
+            summaries.append(summary)
+            keys.add_summary(summary)
+            audio_s += float(summary["audio_s"])
+            failed += int(summary["failed"]) + int(summary["retryable"])
+            bar.update(int(summary["inputs_done"]))
+            elapsed = max(time.time() - t0, 1e-9)
+            bar.set_postfix_str(f"{audio_s / 3600:.3f} audio-h, {audio_s / 3600 / elapsed * 3600:.2f} audio-h/h, "
+                                f"{failed} failed", refresh=False)
+    except KeyboardInterrupt:
+        bar.close()
+        raise Interrupted(sum(int(s["shards"]) for s in summaries)) from None
+    except OutputError:
+        raise
+    except Exception as error:
+        cause = _user_error_cause(error)
+        if cause is not None:
+            raise cause from None
+        raise
+    bar.close()
+    return summaries
+
+
+def _user_error_cause(error: BaseException):
+    """A UserError raised inside a Ray worker (e.g. the encoder refusing other weights), unwrapped."""
+    from .errors import UserError
+
+    seen = error
+    for _ in range(8):
+        if isinstance(seen, UserError):
+            return seen
+        nxt = getattr(seen, "cause", None) or seen.__cause__ or seen.__context__
+        if nxt is None or nxt is seen:
+            break
+        seen = nxt
+    return None
 
 
 def _first_ids(source, units, limit: int) -> set[str]:
@@ -163,67 +197,34 @@ def _first_ids(source, units, limit: int) -> set[str]:
     ids: list[str] = []
     for unit in units:
         for item in source.read_unit(unit):
-            ids.append(item["id"])
+            ids.append(item.id)
             if len(ids) >= limit:
                 return set(ids)
     return set(ids)
 
 
-def build_manifest(config, source, output, summaries, started, resumed, resources) -> dict:
-    """The run summary, counted from the committed output (so a resumed run reports the whole corpus)."""
-    import pyarrow.parquet as pq
+def _split(config) -> str | None:
+    return config.split or ("bal_train" if config.source.startswith(AUDIOSET_HF) else None)
 
-    fs, _ = output.filesystem()
-    token_files = output.committed_files("tokens")
-    failure_files = output.committed_files("failures")
-    ids, rows, pairs, audio_s, provenance = set(), 0, 0, 0.0, None
-    for path in token_files:
-        table = pq.read_table(path, columns=["id", "num_frames", "duration_s"], filesystem=fs)
-        ids.update(table["id"].to_pylist())
-        rows += len(table)
-        pairs += sum(table["num_frames"].to_pylist())
-        audio_s += sum(table["duration_s"].to_pylist())
-        if provenance is None:
-            meta = pq.read_metadata(path, filesystem=fs).metadata or {}
-            provenance = json.loads(meta.get(b"pipeline.provenance", b"{}"))
-    failed_ids, failure_types = set(), Counter()
-    for path in failure_files:
-        table = pq.read_table(path, columns=["id", "error_type"], filesystem=fs)
-        failed_ids.update(table["id"].to_pylist())
-        failure_types.update(table["error_type"].to_pylist())
-    wall = time.time() - started
-    this_run_audio = sum(s["audio_s"] for s in summaries)
-    this_run_rows = sum(s["token_rows"] + s["failed"] for s in summaries)
-    codec = {k: v for k, v in (provenance or {}).items() if k not in ("pipeline_version", "batch_size", "max_batch_windows")}
-    if not codec:
-        codec = {"codec": "semanticodec", "variant": f"semanticodec-r{config.token_rate}-v{config.semantic_vocab_size}",
-                 "token_rate": config.token_rate, "semantic_vocab_size": config.semantic_vocab_size,
-                 "acoustic_vocab_size": 8192, "checkpoint": config.checkpoint, "files": {},
-                 "synthetic_weights": False, "dtype": config.dtype}
-    return {
-        "schema": "manifest",
-        "schema_version": MANIFEST_SCHEMA_VERSION,
-        "pipeline_version": __version__,
-        "created_at": datetime.now(timezone.utc).isoformat(),
-        "source": {"url": config.source, "kind": source.kind},
-        "codec": codec,
-        "run": {
-            "batch_size": config.batch_size, "max_batch_windows": config.max_batch_windows,
-            "num_encoders": max(resources["concurrency"]) if isinstance(resources["concurrency"], tuple)
-            else resources["concurrency"],
-            "encoder_device": resources["device"],
-            "chunk_s": config.chunk_windows * 10.24, "rows_per_file": config.rows_per_file,
-            "wall_time_s": wall, "resumed": resumed, "rows_this_run": this_run_rows,
-            "config": {k: v for k, v in asdict(config).items() if k != "storage_options"},
-        },
-        "counts": {
-            "inputs": len(ids | failed_ids), "tokenized": len(ids), "failed": len(failed_ids), "token_rows": rows,
-            "token_files": len(token_files), "failure_files": len(failure_files),
-            "failures_by_type": dict(failure_types),
-        },
-        "totals": {
-            "audio_hours": audio_s / 3600, "token_pairs": pairs, "tokens": 2 * pairs,
-            "audio_seconds_per_second": this_run_audio / wall if wall else 0.0,
-            "clips_per_second": this_run_rows / wall if wall else 0.0,
-        },
-    }
+
+def _json_list(text) -> list:
+    import json
+
+    return json.loads(text) if text else []
+
+
+def _merge_counts(texts) -> dict:
+    import json
+    from collections import Counter
+
+    total: Counter = Counter()
+    for text in texts:
+        total.update(json.loads(text or "{}"))
+    return dict(total)
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+

@@ -12,12 +12,15 @@ import pytest
 from pipeline.schema import SCHEMA_DIR
 
 
-def read_output(folder: Path) -> tuple[list[dict], list[dict], dict]:
-    """(token rows, failure rows, manifest) of a committed output folder."""
-    tokens = pads.dataset(folder / "tokens", format="parquet").to_table().to_pylist() if (folder / "tokens").exists() else []
-    failures = (
-        pads.dataset(folder / "failures", format="parquet").to_table().to_pylist() if (folder / "failures").exists() else []
-    )
+def read_rows(folder: Path) -> list[dict]:
+    return pads.dataset(folder, format="parquet").to_table().to_pylist() if folder.exists() else []
+
+
+def read_output(folder: Path, *, with_retryable: bool = False) -> tuple[list[dict], list[dict], dict]:
+    """(token rows, failure rows, manifest) of a committed output folder; with `with_retryable`,
+    the failure rows include the retryable ones (transient errors a rerun retries)."""
+    tokens = read_rows(folder / "tokens")
+    failures = read_rows(folder / "failures") + (read_rows(folder / "retryable") if with_retryable else [])
     manifest = json.loads((folder / "manifest.json").read_text())
     return tokens, failures, manifest
 

@@ -27,11 +27,27 @@ class MotoServer:
         self.server.stop()
 
 
-class FaultyProxy:
-    """Forwards HTTP to `upstream`, answering a seeded `fault_rate` of requests with 503 SlowDown."""
+ACCESS_DENIED = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+                 b"<Message>Access Denied</Message></Error>")
 
-    def __init__(self, upstream: str, fault_rate: float = 0.1, seed: int = 0) -> None:
+
+class FaultyProxy:
+    """Forwards HTTP to `upstream`, answering a seeded `fault_rate` of requests with 503 SlowDown
+    (or 403 AccessDenied with `status=403`), optionally only for some methods / object requests."""
+
+    def __init__(self, upstream: str, fault_rate: float = 0.1, seed: int = 0, status: int = 503,
+                 only_methods: tuple[str, ...] | None = None, only_objects: bool = False) -> None:
         host, port = upstream.removeprefix("http://").split(":")
+        payload = SLOW_DOWN if status == 503 else ACCESS_DENIED
+
+        def eligible(method: str, path: str) -> bool:
+            if only_methods and method not in only_methods:
+                return False
+            if only_objects:  # /bucket/key, not a bucket listing (/bucket?list-type=2...)
+                bare = path.split("?", 1)[0].strip("/")
+                return "/" in bare
+            return True
+
         rng, lock, stats = random.Random(seed), threading.Lock(), {"requests": 0, "faults": 0}
         self.stats = stats
 
@@ -46,14 +62,14 @@ class FaultyProxy:
                 body = self.rfile.read(length) if length else None
                 with lock:
                     stats["requests"] += 1
-                    fault = rng.random() < fault_rate
+                    fault = eligible(self.command, self.path) and rng.random() < fault_rate
                     stats["faults"] += fault
                 if fault:
-                    self.send_response(503)
+                    self.send_response(status)
                     self.send_header("Content-Type", "application/xml")
-                    self.send_header("Content-Length", str(len(SLOW_DOWN)))
+                    self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
-                    self.wfile.write(SLOW_DOWN)
+                    self.wfile.write(payload)
                     return
                 conn = http.client.HTTPConnection(host, int(port), timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection",)}

@@ -16,7 +16,8 @@ import numpy as np
 import pyarrow.dataset as pads
 import soundfile as sf
 
-from pipeline.runner import TokenizeConfig, run_tokenize
+from pipeline.config import TokenizeConfig
+from pipeline.runner import run_tokenize
 from tests.pipeline.conftest import assert_each_id_once, read_output
 from tests.pipeline.s3 import FaultyProxy, MotoServer
 
@@ -42,8 +43,7 @@ def test_transient_s3_faults_lose_and_duplicate_nothing(ray_local, small_checkpo
             direct.pipe_file(f"bucket/in/{name}", clip_bytes(1.0 + (i % 3), i))
         config = TokenizeConfig(
             source="s3://bucket/in/", output="s3://bucket/out", checkpoint=str(small_checkpoint),
-            semantic_vocab_size=4096, batch_size=2, rows_per_file=2,
-            storage_options={"s3": {"endpoint_url": faulty.url}},
+            semantic_vocab_size=4096, max_batch_windows=2, rows_per_file=2, s3_endpoint_url=faulty.url,
         )
         manifest = run_tokenize(config, progress=False)
         direct.invalidate_cache()
@@ -75,7 +75,7 @@ def test_killed_job_resumes_without_redoing_committed_shards(small_checkpoint, t
         (audio / name).write_bytes(clip_bytes(3.0, i))
     out = tmp_path / "out"
     args = ["--source", str(audio), "--output", str(out), "--checkpoint", str(small_checkpoint),
-            "--semantic-vocab-size", "4096", "--batch-size", "2", "--rows-per-file", "2", "--quiet",
+            "--semantic-vocab-size", "4096", "--max-batch-windows", "2", "--rows-per-file", "2", "--quiet",
             "--ray-num-cpus", "2"]
     job = run_job(args, start_new_session=True)
     deadline = time.time() + 300
