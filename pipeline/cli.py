@@ -296,7 +296,7 @@ def _tokenize(argv: list[str] | None) -> int:
     with ray_session(config.ray_num_cpus, debug_requested(argv)):
         from .runner import run_tokenize
 
-        manifest = run_tokenize(config, progress=not config.quiet)
+        manifest = run_tokenize(config, progress=not config.quiet, resolved=resolved)
         summary = run_summary(config, manifest, resolved.synthetic)
         print(json.dumps({"summary": summary}, indent=2), file=stdout, flush=True)
         failed, retryable = summary["failed"], summary["retryable"]

@@ -83,7 +83,7 @@ def check_s3_credentials(config: TokenizeConfig) -> None:
 
 def check_source(config: TokenizeConfig, storage_options: dict) -> tuple[object, list]:
     """The source opens and lists (a manifest is read, so a missing uri column shows here)."""
-    from .runner import _split as source_split
+    from .runner import source_split
     from .sources import dedupe_units, open_source
 
     url = config.source
@@ -146,13 +146,14 @@ def check_checkpoint(config: TokenizeConfig, storage_options: dict) -> str:
     try:
         location = resolve_checkpoint_location(config.checkpoint, config.token_rate,
                                                config.semantic_vocab_size, with_decoder=need_decoder)
-        verify_checkpoint(location, config.token_rate, config.semantic_vocab_size, need_decoder=need_decoder,
-                          storage_options=options_for(location, storage_options) or None)
+        record = verify_checkpoint(location, config.token_rate, config.semantic_vocab_size,
+                                   need_decoder=need_decoder,
+                                   storage_options=options_for(location, storage_options) or None)
     except UserError:
         raise
     except Exception as error:  # noqa: BLE001
         raise CheckpointError(f"cannot use checkpoint {config.checkpoint}: {_brief(error)}") from None
-    return str(location)
+    return str(record.location)  # hf://repo@<commit>: every worker reads the same commit
 
 
 def check_hub_reachable(config: TokenizeConfig, need_decoder: bool) -> None:

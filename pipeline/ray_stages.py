@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 from dataclasses import fields
 
 import numpy as np
@@ -106,7 +107,7 @@ class ReadDecode:
         from .codecs.semanticodec.prepare import prepare_clip
 
         skip = _skip_sets(self.skip_ref)
-        for item in self.source.read_unit(row["unit"]):
+        for item in self.source.read_unit(pickle.loads(row["unit"])):
             if item.id in skip.complete or (self.limit_ids is not None and item.id not in self.limit_ids):
                 continue
             emitted = False

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import time
 
 from .config import TokenizeConfig
@@ -52,9 +53,10 @@ def resolved_checkpoint(config: TokenizeConfig) -> str:
     return resolve_checkpoint_location(config.checkpoint, config.token_rate, config.semantic_vocab_size)
 
 
-def run_tokenize(config: TokenizeConfig, *, progress: bool = True) -> dict:
+def run_tokenize(config: TokenizeConfig, *, progress: bool = True, resolved=None) -> dict:
     """Tokenize `config.source` into `config.output`; returns the manifest. Raises UserError
-    subclasses for the user's mistakes and `Interrupted` on Ctrl-C (committed shards stay)."""
+    subclasses for the user's mistakes and `Interrupted` on Ctrl-C (committed shards stay).
+    `resolved`: what `preflight` found (source, units, checkpoint), so nothing is listed twice."""
     started = time.time()
     storage_options = config.storage_options()
     output = OutputFolder(config.output, storage_options or None)
@@ -63,13 +65,13 @@ def run_tokenize(config: TokenizeConfig, *, progress: bool = True) -> dict:
     try:
         if config.overwrite:
             output.clear()
-        return _run(config, output, lease, storage_options, started, progress)
+        return _run(config, output, lease, storage_options, started, progress, resolved)
     finally:
         lease.release()
 
 
 def _run(config, output: OutputFolder, lease: WriterLease, storage_options: dict, started: float,
-         progress: bool) -> dict:
+         progress: bool, resolved) -> dict:
     import ray
 
     from .codecs.semanticodec.variants import SemantiCodecVariant
@@ -78,10 +80,14 @@ def _run(config, output: OutputFolder, lease: WriterLease, storage_options: dict
     from .sources import dedupe_units
 
     variant = SemantiCodecVariant(config.token_rate, config.semantic_vocab_size)
-    checkpoint = resolved_checkpoint(config)
-    source = open_source(config.source, audio_root=config.audio_root, class_labels=config.class_labels,
-                         split=_split(config), storage_options=storage_options, read_retries=config.read_retries)
-    units = dedupe_units(source.list_units(), config.dedupe)
+    if resolved is not None:
+        source, units, checkpoint = resolved.source, list(resolved.units), resolved.checkpoint
+    else:
+        checkpoint = resolved_checkpoint(config)
+        source = open_source(config.source, audio_root=config.audio_root, class_labels=config.class_labels,
+                             split=source_split(config), storage_options=storage_options,
+                             read_retries=config.read_retries)
+        units = dedupe_units(source.list_units(), config.dedupe)
 
     before = output.committed_keys()
     resumed = bool(before.chunks or before.failed)
@@ -116,7 +122,8 @@ def _run(config, output: OutputFolder, lease: WriterLease, storage_options: dict
     after = before
     if units:
         skip_ref = ray.put((complete, before.chunks, before.partial_ids()))
-        ds = ray.data.from_items([{"unit": u} for u in units], override_num_blocks=min(len(units), 1000))
+        # units travel pickled: an Arrow column of bytes, not Python objects Arrow cannot type
+        ds = ray.data.from_items([{"unit": pickle.dumps(u)} for u in units], override_num_blocks=min(len(units), 1000))
         ds = ds.flat_map(ReadDecode(source, variant, skip_ref, chunk_windows=config.chunk_windows,
                                     max_duration_s=config.max_duration_s, limit_ids=limit_ids))
         ds = ds.map_batches(
@@ -203,7 +210,8 @@ def _first_ids(source, units, limit: int) -> set[str]:
     return set(ids)
 
 
-def _split(config) -> str | None:
+def source_split(config) -> str | None:
+    """The HF dataset split to read: the one given, or AudioSet's balanced train split by default."""
     return config.split or ("bal_train" if config.source.startswith(AUDIOSET_HF) else None)
 
 

@@ -106,6 +106,29 @@ def test_seeded_decode_does_not_depend_on_batching(codec_r100, golden_dir):
 
 
 @pytest.mark.golden
+def test_decoder_from_a_single_rate_folder(golden_dir, tmp_path):
+    """decoder.ckpt is taken from the layout the encoder came from (here: links forming the official
+    single-rate folder) and gives the golden UNet output."""
+    from pipeline.codecs.semanticodec import SemantiCodecVariant
+
+    root = ensure_golden_checkpoint(100, golden_dir=golden_dir, include_decoder=True)
+    variant = SemantiCodecVariant(100, 4096)
+    single = variant.files("single-rate", decoder=True)
+    for role, repo_path in variant.files("repo", decoder=True).items():
+        (tmp_path / single[role]).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / single[role]).symlink_to(root / repo_path)
+    codec = SemantiCodec.from_pretrained(str(tmp_path), token_rate=100, semantic_vocab_size=4096)
+    decoder = codec.load_decoder()
+    assert codec.provenance.layout == "single-rate"
+    assert codec.provenance.files["decoder"].path == str(tmp_path / "decoder.ckpt")
+    x = torch.from_numpy(golden(golden_dir, "dec_r100_unet_in_x.npy"))
+    context = torch.from_numpy(golden(golden_dir, "dec_r100_unet_in_context.npy"))
+    with torch.inference_mode():
+        out = decoder.unet(x, torch.tensor([500]), context)
+    np.testing.assert_allclose(out.numpy(), golden(golden_dir, "dec_r100_unet_out_t500.npy"), rtol=0, atol=ATOL)
+
+
+@pytest.mark.golden
 def test_bad_tokens_are_refused(codec):
     vocab = codec.variant.semantic_vocab_size
     with pytest.raises(ValueError, match=r"semantic ids must be in \[0, 4096\)"):

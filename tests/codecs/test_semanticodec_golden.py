@@ -8,6 +8,7 @@ other and each model is freed before the next is loaded (rate 25 alone is 6.8 GB
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import time
 
@@ -35,6 +36,7 @@ def golden_codec(request, golden_dir):
     root = ensure_golden_checkpoint(rate, golden_dir=golden_dir)
     codec = SemantiCodec.from_pretrained(str(root), token_rate=rate, semantic_vocab_size=4096)
     assert codec.is_synthetic, "golden checkpoints must be marked synthetic"
+    assert codec.provenance.layout == "repo"  # the published layout: these runs are the folder-layout parity
     yield codec
     del codec
     gc.collect()
@@ -137,3 +139,84 @@ def test_intermediates_match_official(golden_codec, golden_clips, golden_dir):
     np.testing.assert_array_equal(tokens[:, 1], np.load(f"{prefix}_acoustic_tokens_seg0_untrimmed.npy"))
     stats = json.loads((golden_dir / f"encoder_golden_stats_r{rate}.json").read_text())
     assert float(inter["padding_fraction"][0]) == stats["a"]["padding_cutoff_index"][0]
+
+
+# --- the same goldens from the other published layouts (rate 100; links, no copies) ----------
+
+LAYOUT_CLIPS = ("a", "c")  # one window; two windows, the second all padding
+
+
+def _golden_r100(golden_dir):
+    from pipeline.codecs.semanticodec import SemantiCodecVariant
+
+    return ensure_golden_checkpoint(100, golden_dir=golden_dir), SemantiCodecVariant(100, 4096)
+
+
+def _assert_golden_tokens(tokens_by_clip, golden_dir, where: str) -> None:
+    for clip, tokens in tokens_by_clip.items():
+        expected = golden_tokens(golden_dir, 100, clip)
+        assert tokens.shape == expected.shape and (tokens == expected).all(), f"{where}: clip {clip} differs"
+        print(f"{where}: r100 clip {clip}: {len(tokens)} tokens identical")
+
+
+def test_golden_checkpoint_is_in_the_published_layout(golden_dir):
+    root, variant = _golden_r100(golden_dir)
+    files = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+    assert {variant.encoder_file, variant.codebook_file, "SYNTHETIC_WEIGHTS.json"} <= files
+    assert files <= {variant.encoder_file, variant.codebook_file, variant.decoder_file, "SYNTHETIC_WEIGHTS.json"}
+    assert variant.codebook_file == "codebook_idx/combine_512_audioset_dominate/codebook_2048_0.npy"
+
+
+def test_single_rate_folder_gives_the_golden_tokens(golden_dir, golden_clips, tmp_path):
+    root, variant = _golden_r100(golden_dir)
+    folder = tmp_path / "semanticodec_tokenrate_100"
+    single = variant.files("single-rate")
+    for role, repo_path in variant.files("repo").items():
+        (folder / single[role]).parent.mkdir(parents=True, exist_ok=True)
+        (folder / single[role]).symlink_to(root / repo_path)
+    codec = SemantiCodec.from_pretrained(str(folder), token_rate=100, semantic_vocab_size=4096)
+    assert codec.provenance.layout == "single-rate"
+    tokens = codec.encode([golden_clips[c][0] for c in LAYOUT_CLIPS], sample_rate=[golden_clips[c][1] for c in LAYOUT_CLIPS])
+    _assert_golden_tokens(dict(zip(LAYOUT_CLIPS, tokens)), golden_dir, "single-rate folder")
+
+
+def test_offline_hf_cache_gives_the_golden_tokens(golden_dir, tmp_path):
+    """`hf://haoheliu/SemantiCodec` resolved by huggingface_hub from HF_HUB_CACHE with HF_HUB_OFFLINE=1."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    root, variant = _golden_r100(golden_dir)
+    commit = "fedcba9876543210fedcba9876543210fedcba98"
+    repo = tmp_path / "hub" / "models--haoheliu--SemantiCodec"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    for relative in (variant.encoder_file, variant.codebook_file, "SYNTHETIC_WEIGHTS.json"):
+        blob = repo / "blobs" / hashlib.sha256(relative.encode()).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.symlink_to(root / relative)  # a blob that is a link: the GBs are not copied
+        link = repo / "snapshots" / commit / relative
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    script = f"""
+        import json, numpy as np
+        from pipeline.codecs.semanticodec import SemantiCodec
+        from tests.conftest import read_golden_clip
+        from pathlib import Path
+        codec = SemantiCodec.from_pretrained("hf://haoheliu/SemantiCodec", token_rate=100, semantic_vocab_size=4096)
+        clips = [read_golden_clip(Path({str(golden_dir)!r}), c) for c in {LAYOUT_CLIPS!r}]
+        for clip, tokens in zip({LAYOUT_CLIPS!r}, codec.encode([w for w, _ in clips], sample_rate=[r for _, r in clips])):
+            np.save({str(tmp_path)!r} + f"/tokens_{{clip}}.npy", tokens)
+        print(json.dumps(codec.provenance.to_dict()))
+        """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
+    env |= {"HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    repo_root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True,
+                            env=env, timeout=1200, cwd=repo_root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    provenance = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (provenance["revision"], provenance["layout"], provenance["synthetic_weights"]) == (commit, "repo", True)
+    _assert_golden_tokens({c: np.load(tmp_path / f"tokens_{c}.npy") for c in LAYOUT_CLIPS}, golden_dir, "HF cache")

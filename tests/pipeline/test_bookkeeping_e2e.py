@@ -4,6 +4,8 @@ device errors, partial inputs, windows per pass."""
 
 from __future__ import annotations
 
+import pickle
+
 import boto3
 import numpy as np
 import pytest
@@ -123,7 +125,7 @@ def test_a_partly_committed_input_that_now_fails_stays_retryable():
 
     skip = (set(), {("long.flac", 0)}, {"long.flac"})
     stage = ReadDecode(_FailingSource(), SemantiCodecVariant(100, 4096), skip, chunk_windows=2, max_duration_s=3600)
-    rows = list(stage({"unit": None}))
+    rows = list(stage({"unit": pickle.dumps(None)}))
     records = {r.id: r for row in rows for r in batch_to_records({k: np.asarray([v], dtype=object) for k, v in row.items()})}
     assert isinstance(records["long.flac"], Failure) and records["long.flac"].retryable
     assert "already committed" in records["long.flac"].message

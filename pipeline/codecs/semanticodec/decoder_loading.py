@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...errors import CheckpointError
-from .checkpoint import CheckpointSource, describe_file, load_state_dict
+from .checkpoint import CheckpointSource, describe_file, load_state_dict, resolve_checkpoint
 from .decoder import DiffusionSchedule, SemantiCodecDecoder
 from .unet import UNetModel
 from .vae import VAEDecoder
@@ -12,8 +12,10 @@ from .vocoder import HifiGanVocoder
 
 
 def load_decoder(source: CheckpointSource, variant: SemantiCodecVariant, encoder, device: str):
-    """(decoder on `device`, LoadedFile of decoder.ckpt). The codebooks come from the encoder."""
-    path = source.fetch(variant.decoder_file)
+    """(decoder on `device`, LoadedFile of decoder.ckpt). The codebooks come from the encoder;
+    decoder.ckpt is taken from the layout (and hub commit) the encoder was loaded from."""
+    resolved = resolve_checkpoint(source, variant, need_decoder=True)
+    path = source.fetch(resolved.files["decoder"])
     state = load_state_dict(path)
     try:
         unet = UNetModel.from_state_dict(state)

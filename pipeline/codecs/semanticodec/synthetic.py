@@ -6,14 +6,19 @@ built on them can say so:
 * **golden**: full-size weights rebuilt bit for bit from the manifests in
   `shared/golden/semanticodec/` (fill rule in its RECIPE.md; every tensor's SHA-256 checked).
   The golden tokens were computed with the official code on exactly these weights.
-* **small**: the same keys with small shapes (ViT width 64, 4 blocks), so the pipeline's tests
-  run in seconds. The encoder derives its architecture from shapes, so both load the same way.
+* **small**: the same keys with small shapes (ViT width 64, 4 blocks; a small UNet, VAE and
+  vocoder), so the pipeline's tests and the offline demo run in seconds, decoding included. The
+  model code derives its architecture from shapes, so both load the same way.
+
+Both are written in the published layout (`semanticodec_tokenrate_{R}/` + `codebook_idx/` at the
+root). `resolve_checkpoint_location` is the one place that maps `synthetic:small|golden` to them.
 
 Weights are random: tokens from them carry no meaning.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -24,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...errors import CheckpointError
 from .checkpoint import SYNTHETIC_MARKER, default_cache_dir
 from .variants import (
     ACOUSTIC_VOCAB_SIZE,
@@ -34,6 +40,7 @@ from .variants import (
 log = logging.getLogger(__name__)
 
 GOLDEN_DIR_ENV = "SEMANTICODEC_GOLDEN_DIR"
+LAYOUT_TAG = "published-layout-2"  # in the cache folder names: folders of an older layout are not reused
 _NUMPY_DTYPES = {"float32": np.float32, "bool": np.bool_, "int32": np.int32, "int64": np.int64}
 
 
@@ -84,8 +91,10 @@ def _state_from_manifest(manifest: dict, fixed_buffers=None) -> dict:
 
 
 def _write_marker(root: Path, description: dict) -> None:
+    root.mkdir(parents=True, exist_ok=True)
     text = {"synthetic": True, "warning": "random weights for tests: tokens and audio mean nothing", **description}
-    (root / SYNTHETIC_MARKER).write_text(json.dumps(text, indent=2) + "\n")
+    write_text = lambda obj, path: path.write_text(obj)  # noqa: E731
+    _save_atomically(json.dumps(text, indent=2) + "\n", root / SYNTHETIC_MARKER, write_text)
 
 
 def _save_npy(array: np.ndarray, path: Path) -> None:
@@ -103,11 +112,20 @@ def _save_atomically(obj, path: Path, save) -> None:
 def build_golden_checkpoint(
     root: str | os.PathLike, token_rate: int, *, golden_dir=None, include_decoder: bool = False
 ) -> Path:
-    """Write the full-size synthetic checkpoint of one rate (V=4096 codebook) under `root`."""
-    import torch
-
+    """Write the full-size synthetic checkpoint of one rate (V=4096 codebook) under `root`,
+    in the published layout."""
     root = Path(root)
     golden = Path(golden_dir) if golden_dir else default_golden_dir()
+    _write_golden_encoder(root, token_rate, golden)
+    if include_decoder:
+        _write_golden_decoder(root, token_rate, golden)
+    _write_marker(root, {"kind": "golden", "source": str(golden)})
+    return root
+
+
+def _write_golden_encoder(root: Path, token_rate: int, golden: Path) -> None:
+    import torch
+
     variant = SemantiCodecVariant(token_rate, 4096)
     manifest = json.loads((golden / f"encoder_manifest_r{token_rate}.json").read_text())
     codebook = materialize(manifest["semantic_codebook"])
@@ -117,31 +135,48 @@ def build_golden_checkpoint(
     del codebook
     state = _state_from_manifest(manifest)
     _save_atomically(state, root / variant.encoder_file, torch.save)
-    del state
-    if include_decoder:
-        dec_manifest = json.loads((golden / f"decoder_manifest_r{token_rate}.json").read_text())
-        with np.load(golden / "decoder_fixed_buffers.npz") as buffers:
-            state = _state_from_manifest(dec_manifest, buffers)
-        _save_atomically(state, root / variant.decoder_file, torch.save)
-        del state
-    _write_marker(root, {"kind": "golden", "source": str(golden), "token_rates": [token_rate]})
-    return root
+
+
+def _write_golden_decoder(root: Path, token_rate: int, golden: Path) -> None:
+    import torch
+
+    manifest = json.loads((golden / f"decoder_manifest_r{token_rate}.json").read_text())
+    with np.load(golden / "decoder_fixed_buffers.npz") as buffers:
+        state = _state_from_manifest(manifest, buffers)
+    _save_atomically(state, root / SemantiCodecVariant(token_rate, 4096).decoder_file, torch.save)
+
+
+@contextlib.contextmanager
+def _build_lock(folder: Path):
+    """One builder per folder across processes (parallel jobs, Ray workers, pytest-xdist)."""
+    from filelock import FileLock
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        yield
 
 
 def ensure_golden_checkpoint(token_rate: int, *, cache_dir=None, golden_dir=None, include_decoder=False) -> Path:
-    """The cached golden checkpoint folder of one rate, built on first use (outside the repo)."""
+    """The cached golden checkpoint folder of one rate, built on first use (outside the repo); the
+    decoder is added when first asked for."""
     golden = Path(golden_dir) if golden_dir else default_golden_dir()
     manifest = golden / f"encoder_manifest_r{token_rate}.json"
-    tag = hashlib.sha256(manifest.read_bytes()).hexdigest()[:12]
+    tag = hashlib.sha256(manifest.read_bytes() + LAYOUT_TAG.encode()).hexdigest()[:12]
     root = Path(cache_dir) if cache_dir else default_cache_dir() / "synthetic-golden"
     folder = root / f"r{token_rate}-{tag}"
     variant = SemantiCodecVariant(token_rate, 4096)
-    needed = [variant.encoder_file, variant.codebook_file, SYNTHETIC_MARKER]
-    if include_decoder:
-        needed.append(variant.decoder_file)
-    if not all((folder / name).is_file() for name in needed):
-        log.info("building synthetic golden checkpoint (rate %d) in %s", token_rate, folder)
-        build_golden_checkpoint(folder, token_rate, golden_dir=golden, include_decoder=include_decoder)
+    encoder_files = (variant.encoder_file, variant.codebook_file, SYNTHETIC_MARKER)
+    have = lambda names: all((folder / name).is_file() for name in names)  # noqa: E731
+    if have(encoder_files) and (not include_decoder or have([variant.decoder_file])):
+        return folder
+    with _build_lock(folder):
+        if not have(encoder_files):
+            log.info("building synthetic golden encoder (rate %d) in %s", token_rate, folder)
+            _write_golden_encoder(folder, token_rate, golden)
+        if include_decoder and not have([variant.decoder_file]):
+            log.info("building synthetic golden decoder (rate %d) in %s", token_rate, folder)
+            _write_golden_decoder(folder, token_rate, golden)
+        _write_marker(folder, {"kind": "golden", "source": str(golden)})
     return folder
 
 
@@ -211,6 +246,17 @@ def small_encoder_shapes(token_rate: int, width: int = 64, depth: int = 4, layer
     return shapes
 
 
+def _small_decoder_fill(key: str, shape) -> np.ndarray:
+    name = key.rsplit(".", 1)[-1]
+    if len(shape) == 1 and name == "weight":  # GroupNorm / LayerNorm gains
+        scale, offset = 0.1, 1.0
+    elif name == "bias":
+        scale, offset = 0.02, 0.0
+    else:
+        scale, offset = 1 / np.sqrt(int(np.prod(shape[1:]))), 0.0
+    return fill_normal(f"small-decoder|{key}", shape, scale, offset)
+
+
 def build_small_checkpoint(
     root: str | os.PathLike,
     token_rates=(100,),
@@ -218,22 +264,82 @@ def build_small_checkpoint(
     *,
     width: int = 64,
     depth: int = 4,
+    include_decoder: bool = True,
 ) -> Path:
-    """Write small synthetic encoders (and codebooks) for the given rates/vocabularies under `root`."""
-    import torch
-
+    """Write small synthetic encoders, codebooks and (by default) decoders for the given rates and
+    vocabularies under `root`, in the published layout. Existing files are kept: they are a
+    deterministic function of (key, width, depth), so a folder can be completed piece by piece."""
     root = Path(root)
     for rate in token_rates:
-        shapes = small_encoder_shapes(rate, width, depth)
+        _write_small_rate(root, rate, semantic_vocab_sizes, width, depth, include_decoder)
+    _write_marker(root, {"kind": "small", "width": width, "depth": depth})
+    return root
+
+
+def _write_small_rate(root: Path, rate: int, vocab_sizes, width: int, depth: int, decoder: bool) -> None:
+    import torch
+
+    from .synthetic_decoder import small_decoder_state
+
+    variant = SemantiCodecVariant(rate, 4096)
+    shapes = small_encoder_shapes(rate, width, depth)
+    dim = shapes["quantizer._codebook.embed"][-1]
+    for vocab in vocab_sizes:
+        path = root / SemantiCodecVariant(rate, vocab).codebook_file
+        if not path.is_file():
+            codebook = fill_normal(f"small|codebook|{rate}|{vocab}", (vocab, dim), 0.05, 0.0)
+            _save_atomically(codebook, path, _save_npy)
+    if not (root / variant.encoder_file).is_file():
         state = {
             key: torch.from_numpy(fill_normal(f"small|{key}", shape, *_small_scale(key, shape)))
             for key, shape in shapes.items()
         }
-        dim = shapes["quantizer._codebook.embed"][-1]
-        for vocab in semantic_vocab_sizes:
-            variant = SemantiCodecVariant(rate, vocab)
-            codebook = fill_normal(f"small|codebook|{rate}|{vocab}", (vocab, dim), 0.05, 0.0)
-            _save_atomically(codebook, root / variant.codebook_file, _save_npy)
-        _save_atomically(state, root / SemantiCodecVariant(rate, 4096).encoder_file, torch.save)
-    _write_marker(root, {"kind": "small", "width": width, "depth": depth, "token_rates": list(token_rates)})
-    return root
+        _save_atomically(state, root / variant.encoder_file, torch.save)
+    if decoder and not (root / variant.decoder_file).is_file():
+        state = small_decoder_state(dim, _small_decoder_fill)
+        _save_atomically(state, root / variant.decoder_file, torch.save)
+
+
+def ensure_small_checkpoint(
+    token_rate: int, semantic_vocab_size: int, *, with_decoder: bool = False, cache_dir=None
+) -> Path:
+    """The shared small synthetic checkpoint folder, completed with this variant's files on first
+    use (one builder at a time across processes). Every rate and vocabulary size is available."""
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    folder = root / f"synthetic-small-{LAYOUT_TAG}"
+    variant = SemantiCodecVariant(token_rate, semantic_vocab_size)
+    needed = [SYNTHETIC_MARKER, *variant.files(decoder=with_decoder).values()]
+    if all((folder / name).is_file() for name in needed):
+        return folder
+    with _build_lock(folder):
+        log.info("building small synthetic checkpoint files for %s in %s", variant.name, folder)
+        build_small_checkpoint(folder, (token_rate,), (semantic_vocab_size,), include_decoder=with_decoder)
+    return folder
+
+
+SYNTHETIC_PREFIX = "synthetic:"
+SYNTHETIC_KINDS = ("small", "golden")
+
+
+def resolve_checkpoint_location(
+    value: str, token_rate: int, semantic_vocab_size: int, *, with_decoder: bool = False
+) -> str:
+    """`synthetic:small` / `synthetic:golden` → the cached folder holding that variant's synthetic
+    files (built once, under a file lock); any other value is returned unchanged."""
+    if not value.startswith(SYNTHETIC_PREFIX):
+        return value
+    kind = value[len(SYNTHETIC_PREFIX):]
+    if kind == "small":
+        return str(ensure_small_checkpoint(token_rate, semantic_vocab_size, with_decoder=with_decoder))
+    if kind == "golden":
+        if semantic_vocab_size != 4096:
+            raise CheckpointError(
+                f"synthetic:golden exists only for semantic_vocab_size 4096 (the golden vectors' codebook), "
+                f"not {semantic_vocab_size}: use --semantic-vocab-size 4096, or synthetic:small for any size"
+            )
+        SemantiCodecVariant(token_rate, semantic_vocab_size)  # a clear error for an unknown rate
+        return str(ensure_golden_checkpoint(token_rate, include_decoder=with_decoder))
+    raise CheckpointError(
+        f"unknown synthetic checkpoint {value!r}: use "
+        + " or ".join(SYNTHETIC_PREFIX + name for name in SYNTHETIC_KINDS)
+    )

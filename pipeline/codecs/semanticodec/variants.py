@@ -1,4 +1,5 @@
-"""The 12 published SemantiCodec variants: a frozen description of each and its official file paths."""
+"""The 12 published SemantiCodec variants: a frozen description of each and its published file paths
+(the one place that knows them)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ SEGMENT_FRAMES = 1024  # fbank rows (10 ms hop) per window
 MEL_BINS = 128
 AUDIOMAE_GRID = (64, 8)  # (time, frequency) 16x16 patches of a 1024x128 window
 BASE_TOKENS_PER_SEGMENT = AUDIOMAE_GRID[0] * AUDIOMAE_GRID[1]  # 512 at rate 100
+
+REPO_LAYOUT = "repo"
+SINGLE_RATE_LAYOUT = "single-rate"
+LAYOUTS = (REPO_LAYOUT, SINGLE_RATE_LAYOUT)  # the order in which a checkpoint location is tried
 
 # LSTM depth of the acoustic branch, fixed per rate by the official configs.
 _LSTM_LAYERS = {100: 4, 50: 3, 25: 2}
@@ -69,27 +74,42 @@ class SemantiCodecVariant:
             math.log2(self.semantic_vocab_size) + math.log2(ACOUSTIC_VOCAB_SIZE)
         )
 
-    # --- official file layout (Hugging Face repo haoheliu/SemantiCodec) ---
+    # --- published file layout (Hugging Face repo haoheliu/SemantiCodec, spec 1.2) ---
     @property
     def folder(self) -> str:
+        """This rate's folder at the repo root (encoder.ckpt, decoder.ckpt)."""
         return f"semanticodec_tokenrate_{self.token_rate}"
 
     @property
+    def kmeans_folder(self) -> str:
+        return f"combine_{self.tokens_per_segment}_audioset_dominate"
+
+    @property
     def encoder_file(self) -> str:
-        return f"{self.folder}/encoder.ckpt"
+        return self.files(REPO_LAYOUT)["encoder"]
 
     @property
     def decoder_file(self) -> str:
-        return f"{self.folder}/decoder.ckpt"
+        return self.files(REPO_LAYOUT, decoder=True)["decoder"]
 
     @property
     def codebook_file(self) -> str:
-        # The number in the official file name is half the vocabulary size.
-        kmeans_folder = f"combine_{self.tokens_per_segment}_audioset_dominate"
-        return (
-            f"{self.folder}/codebook_idx/{kmeans_folder}/"
-            f"codebook_{self.semantic_vocab_size // 2}_0.npy"
-        )
+        # At the root of both layouts; the number in the name is half the vocabulary size.
+        return f"codebook_idx/{self.kmeans_folder}/codebook_{self.semantic_vocab_size // 2}_0.npy"
+
+    def files(self, layout: str = REPO_LAYOUT, *, decoder: bool = False) -> dict[str, str]:
+        """Role (`encoder`, `semantic_codebook`, `decoder`) → path relative to the checkpoint location.
+
+        `repo`: a snapshot of the hub repo (rate folders + `codebook_idx/` at the root).
+        `single-rate`: one rate's folder as the official `checkpoint_path=` takes it, with its
+        own `codebook_idx/` inside."""
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        prefix = f"{self.folder}/" if layout == REPO_LAYOUT else ""
+        paths = {"encoder": f"{prefix}encoder.ckpt", "semantic_codebook": self.codebook_file}
+        if decoder:
+            paths["decoder"] = f"{prefix}decoder.ckpt"
+        return paths
 
 
 ALL_VARIANTS = tuple(
