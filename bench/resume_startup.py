@@ -59,7 +59,7 @@ def main() -> None:
     import pyarrow.parquet as pq
 
     from pipeline.output import KEYS_KEY, OutputFolder, _keys_summary, tokens_table
-    from tests.pipeline.s3 import S3_ENV
+    from tests.support.s3 import S3_ENV
 
     import logging
 

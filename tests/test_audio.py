@@ -14,7 +14,7 @@ from pipeline.audio import (
     to_mono_16k,
     validate_waveform,
 )
-from tests.conftest import read_golden_clip
+from tests.support.golden import read_golden_clip
 
 
 def test_resampled_channel0_matches_official(golden_dir):

@@ -170,7 +170,7 @@ def test_value_out_of_range(tmp_path, audio):
 
 
 def test_s3_without_credentials(tmp_path, audio):
-    from tests.pipeline.s3 import MotoServer
+    from tests.support.s3 import MotoServer
 
     with MotoServer() as endpoint:
         done, seconds, ray_started = run_job(JOB, ["--source", str(audio), "--output", "s3://corpus/run1"],
@@ -183,7 +183,7 @@ def test_s3_without_credentials(tmp_path, audio):
 
 
 def test_s3_output_bucket_missing(tmp_path, audio):
-    from tests.pipeline.s3 import S3_ENV, MotoServer
+    from tests.support.s3 import S3_ENV, MotoServer
 
     with MotoServer() as endpoint:
         env = {"AWS_ENDPOINT_URL": endpoint, **S3_ENV}

@@ -100,7 +100,7 @@ def test_output_not_writable(tmp_path, monkeypatch):
 
 
 def test_output_bucket_missing_is_not_created():
-    from tests.pipeline.s3 import S3_ENV, MotoServer
+    from tests.support.s3 import S3_ENV, MotoServer
 
     with MotoServer() as endpoint, pytest.MonkeyPatch.context() as env:
         for key, value in S3_ENV.items():

@@ -16,7 +16,7 @@ import pytest
 
 from pipeline.codecs.semanticodec import SemantiCodec, SemantiCodecVariant
 from pipeline.errors import CheckpointError
-from tests.conftest import make_tone
+from tests.support.audio import make_tone
 
 VARIANT = SemantiCodecVariant(100, 4096)
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -157,7 +157,7 @@ def test_hugging_face_hub_layout_from_its_cache(small_checkpoint, tmp_path, refe
         import json, numpy as np
         from pipeline.codecs.semanticodec import SemantiCodec
         from pipeline.errors import CheckpointError
-        from tests.conftest import make_tone
+        from tests.support.audio import make_tone
         codec = SemantiCodec.from_pretrained("hf://haoheliu/SemantiCodec", token_rate=100,
                                              semantic_vocab_size=4096, cache_dir={str(tmp_path / "hub")!r})
         np.save({str(tmp_path / "tokens.npy")!r}, codec.encode([make_tone(2.0, seed=7)], 16000)[0])
@@ -363,7 +363,7 @@ def test_hf_hub_cache_offline_conventions(small_checkpoint, tmp_path, reference_
         from pipeline.codecs.semanticodec import SemantiCodec
         from pipeline.codecs.semanticodec.checkpoint import verify_checkpoint
         from pipeline.errors import CheckpointError
-        from tests.conftest import make_tone
+        from tests.support.audio import make_tone
         out = {{}}
         codec = SemantiCodec.from_pretrained("hf://haoheliu/SemantiCodec", token_rate=100, semantic_vocab_size=4096)
         np.save({str(tmp_path / "tokens.npy")!r}, codec.encode([make_tone(2.0, seed=7)], 16000)[0])

@@ -21,7 +21,7 @@ from pipeline.codecs.semanticodec import SemantiCodec
 from pipeline.codecs.semanticodec.fbank import centre, window_fbank
 from pipeline.codecs.semanticodec.lengths import padding_samples
 from pipeline.codecs.semanticodec.synthetic import ensure_golden_checkpoint
-from tests.conftest import GOLDEN_CLIPS, read_golden_clip
+from tests.support.golden import GOLDEN_CLIPS, read_golden_clip
 
 pytestmark = pytest.mark.golden
 
@@ -203,7 +203,7 @@ def test_offline_hf_cache_gives_the_golden_tokens(golden_dir, tmp_path):
     script = f"""
         import json, numpy as np
         from pipeline.codecs.semanticodec import SemantiCodec
-        from tests.conftest import read_golden_clip
+        from tests.support.golden import read_golden_clip
         from pathlib import Path
         codec = SemantiCodec.from_pretrained("hf://haoheliu/SemantiCodec", token_rate=100, semantic_vocab_size=4096)
         clips = [read_golden_clip(Path({str(golden_dir)!r}), c) for c in {LAYOUT_CLIPS!r}]

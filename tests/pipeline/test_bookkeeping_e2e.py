@@ -9,7 +9,6 @@ import pickle
 import boto3
 import numpy as np
 import pytest
-import soundfile as sf
 
 from pipeline.config import TokenizeConfig
 from pipeline.errors import OutputError
@@ -18,19 +17,9 @@ from pipeline.output import RETRYABLE_DIR, OutputFolder
 from pipeline.ray_stages import ReadDecode
 from pipeline.records import AudioChunk, Failure, SourceItem
 from pipeline.runner import run_tokenize
-from tests.pipeline.conftest import assert_each_id_once, read_output
-from tests.pipeline.s3 import FaultyProxy, MotoServer
-
-
-def write_clips(folder, count: int, seconds: float = 10.0, rate: int = 16000) -> list[str]:
-    folder.mkdir(parents=True, exist_ok=True)
-    names = []
-    for i in range(count):
-        t = np.arange(int(seconds * rate)) / rate
-        wave = (0.2 * np.sin(2 * np.pi * (150 + 40 * i) * t)).astype(np.float32)
-        names.append(f"clip{i:03d}.flac")
-        sf.write(folder / names[-1], wave, rate, format="FLAC")
-    return names
+from tests.support.audio import write_flac_clips
+from tests.support.outputs import assert_each_id_once, read_output
+from tests.support.s3 import FaultyProxy, MotoServer
 
 
 def config(source, output, checkpoint, **extra) -> TokenizeConfig:
@@ -40,7 +29,7 @@ def config(source, output, checkpoint, **extra) -> TokenizeConfig:
 
 
 def test_full_forward_passes_are_recorded(ray_local, small_checkpoint, tmp_path):
-    write_clips(tmp_path / "audio", 24)
+    write_flac_clips(tmp_path / "audio", 24)
     manifest = run_tokenize(config(tmp_path / "audio", tmp_path / "out", small_checkpoint, max_batch_windows=8),
                             progress=False)
     encoder = manifest["run"]["encoder"]
@@ -49,7 +38,7 @@ def test_full_forward_passes_are_recorded(ray_local, small_checkpoint, tmp_path)
 
 
 def test_rerun_with_other_settings_is_refused_before_any_work(ray_local, small_checkpoint, tmp_path):
-    write_clips(tmp_path / "audio", 3, seconds=2.0)
+    write_flac_clips(tmp_path / "audio", 3, seconds=2.0)
     out = tmp_path / "out"
     run_tokenize(config(tmp_path / "audio", out, small_checkpoint), progress=False)
     before = sorted(p.name for p in out.rglob("*.parquet"))
@@ -62,7 +51,7 @@ def test_rerun_with_other_settings_is_refused_before_any_work(ray_local, small_c
 
 
 def test_a_second_writer_is_refused(ray_local, small_checkpoint, tmp_path):
-    write_clips(tmp_path / "audio", 2, seconds=1.0)
+    write_flac_clips(tmp_path / "audio", 2, seconds=1.0)
     out = tmp_path / "out"
     holder = WriterLease(OutputFolder(str(out)))
     holder.acquire()
@@ -77,7 +66,7 @@ def test_a_second_writer_is_refused(ray_local, small_checkpoint, tmp_path):
 
 def test_rejected_credentials_are_retried_on_the_next_run(ray_local, small_checkpoint, tmp_path):
     """A 403 on every read (a wrong secret) must not become a permanent failure."""
-    names = write_clips(tmp_path / "audio", 4, seconds=1.0)
+    names = write_flac_clips(tmp_path / "audio", 4, seconds=1.0)
     with MotoServer() as endpoint:
         s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
         s3.create_bucket(Bucket="audio")
@@ -100,7 +89,7 @@ def test_rejected_credentials_are_retried_on_the_next_run(ray_local, small_check
 
 
 def test_device_error_restarts_the_encoder_and_retries_the_batch(ray_local, small_checkpoint, tmp_path, monkeypatch):
-    write_clips(tmp_path / "audio", 6, seconds=1.0)
+    write_flac_clips(tmp_path / "audio", 6, seconds=1.0)
     marker = tmp_path / "device-fault-injected"
     monkeypatch.setenv("PIPELINE_INJECT_DEVICE_ERROR_ONCE", str(marker))
     out = tmp_path / "out"

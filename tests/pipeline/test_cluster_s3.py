@@ -16,8 +16,8 @@ import soundfile as sf
 
 from pipeline.codecs.semanticodec import SemantiCodec
 from pipeline.samples import BAD_SAMPLES, GOOD_SAMPLES, write_samples
-from tests.pipeline.conftest import assert_each_id_once, tokens_by_id, validate_manifest
-from tests.pipeline.s3 import S3_ENV, MotoServer
+from tests.support.outputs import assert_each_id_once, tokens_by_id, validate_manifest
+from tests.support.s3 import S3_ENV, MotoServer
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "infra" / "local" / "ray-local.sh"

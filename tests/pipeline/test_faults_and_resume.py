@@ -3,7 +3,6 @@ killed mid-run then rerun."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -12,24 +11,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pyarrow.dataset as pads
-import soundfile as sf
 
 from pipeline.config import TokenizeConfig
 from pipeline.runner import run_tokenize
-from tests.pipeline.conftest import assert_each_id_once, read_output
-from tests.pipeline.s3 import FaultyProxy, MotoServer
+from tests.support.audio import flac_bytes
+from tests.support.outputs import assert_each_id_once, read_output
+from tests.support.s3 import FaultyProxy, MotoServer
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def clip_bytes(seconds: float, seed: int) -> bytes:
-    t = np.arange(int(seconds * 16000)) / 16000
-    wave = 0.2 * np.sin(2 * np.pi * (150 + 37 * seed) * t) + 0.01 * np.random.default_rng(seed).standard_normal(t.size)
-    buffer = io.BytesIO()
-    sf.write(buffer, wave.astype(np.float32), 16000, format="FLAC")
-    return buffer.getvalue()
 
 
 def test_transient_s3_faults_lose_and_duplicate_nothing(ray_local, small_checkpoint):
@@ -40,7 +30,7 @@ def test_transient_s3_faults_lose_and_duplicate_nothing(ray_local, small_checkpo
         direct = s3fs.S3FileSystem(endpoint_url=endpoint)
         direct.mkdir("bucket")
         for i, name in enumerate(names):
-            direct.pipe_file(f"bucket/in/{name}", clip_bytes(1.0 + (i % 3), i))
+            direct.pipe_file(f"bucket/in/{name}", flac_bytes(1.0 + (i % 3), i))
         config = TokenizeConfig(
             source="s3://bucket/in/", output="s3://bucket/out", checkpoint=str(small_checkpoint),
             semantic_vocab_size=4096, max_batch_windows=2, rows_per_file=2, s3_endpoint_url=faulty.url,
@@ -72,7 +62,7 @@ def test_killed_job_resumes_without_redoing_committed_shards(small_checkpoint, t
     audio.mkdir()
     names = [f"c{i:02d}.flac" for i in range(40)]
     for i, name in enumerate(names):
-        (audio / name).write_bytes(clip_bytes(3.0, i))
+        (audio / name).write_bytes(flac_bytes(3.0, i))
     out = tmp_path / "out"
     args = ["--source", str(audio), "--output", str(out), "--checkpoint", str(small_checkpoint),
             "--semantic-vocab-size", "4096", "--max-batch-windows", "2", "--rows-per-file", "2", "--quiet",

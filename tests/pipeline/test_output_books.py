@@ -155,7 +155,7 @@ def test_owner_notices_a_lost_lease(tmp_path):
 def test_lease_on_s3_uses_a_conditional_put(monkeypatch):
     import boto3
 
-    from tests.pipeline.s3 import S3_ENV, MotoServer
+    from tests.support.s3 import S3_ENV, MotoServer
 
     for key, value in S3_ENV.items():
         monkeypatch.setenv(key, value)
@@ -171,7 +171,7 @@ def test_lease_on_s3_uses_a_conditional_put(monkeypatch):
 
 
 def test_probe_writable_reports_an_unusable_output(tmp_path, monkeypatch):
-    from tests.pipeline.s3 import S3_ENV, MotoServer
+    from tests.support.s3 import S3_ENV, MotoServer
 
     (tmp_path / "a_file").write_text("not a folder")
     with pytest.raises(OutputError, match="cannot write to the output"):

@@ -17,8 +17,9 @@ from pipeline.config import TokenizeConfig
 from pipeline.runner import encoder_resources, run_tokenize
 from pipeline.samples import BAD_SAMPLES, GOOD_SAMPLES, write_samples
 from pipeline.schema import arrow_schema
-from tests.pipeline.conftest import assert_each_id_once, read_output, tokens_by_id, validate_manifest
-from tests.sources.test_sources import AUDIOSET_CSV, CLASS_LABELS
+from tests.support.outputs import assert_each_id_once, read_output, tokens_by_id, validate_manifest
+from tests.support.audio import flac_bytes
+from tests.support.audioset import AUDIOSET_CSV, CLASS_LABELS
 
 CHUNK_WINDOWS = 2  # 20.48 s chunks, so the 40 s sample is cut in two
 
@@ -138,17 +139,10 @@ def test_ids_are_stable_across_runs(ray_local, samples, small_checkpoint, tmp_pa
     assert ids[0] == ids[1] and len(ids[0]) == 5
 
 
-def _wav(seconds, seed) -> bytes:
-    buffer = io.BytesIO()
-    t = np.arange(int(seconds * 16000)) / 16000
-    sf.write(buffer, (0.2 * np.sin(2 * np.pi * (200 + 50 * seed) * t)).astype(np.float32), 16000, format="FLAC")
-    return buffer.getvalue()
-
-
 def test_hf_parquet_source_carries_labels(ray_local, small_checkpoint, tmp_path):
     folder = tmp_path / "hf" / "data" / "bal_train"
     folder.mkdir(parents=True)
-    rows = [{"video_id": f"yt{i}", "audio": {"bytes": _wav(1 + i, i), "path": f"yt{i}.flac"},
+    rows = [{"video_id": f"yt{i}", "audio": {"bytes": flac_bytes(1 + i, i), "path": f"yt{i}.flac"},
              "labels": ["/m/09x0r", "/m/05zppz"][: 1 + i % 2], "human_labels": ["Speech", "Male speech"][: 1 + i % 2]}
             for i in range(4)]
     rows.append({"video_id": "broken", "audio": {"bytes": b"garbage", "path": "x.flac"}, "labels": [], "human_labels": []})
@@ -167,7 +161,7 @@ def test_tar_source(ray_local, small_checkpoint, tmp_path):
     shard.parent.mkdir()
     with tarfile.open(shard, "w") as tar:
         for i in range(3):
-            for name, payload in ((f"k{i}.flac", _wav(1.0, i)), (f"k{i}.json", json.dumps({"labels": [f"l{i}"]}).encode())):
+            for name, payload in ((f"k{i}.flac", flac_bytes(1.0, i)), (f"k{i}.json", json.dumps({"labels": [f"l{i}"]}).encode())):
                 info = tarfile.TarInfo(name)
                 info.size = len(payload)
                 tar.addfile(info, io.BytesIO(payload))
@@ -181,8 +175,8 @@ def test_tar_source(ray_local, small_checkpoint, tmp_path):
 def test_audioset_csv_source(ray_local, small_checkpoint, tmp_path):
     audio = tmp_path / "audio"
     audio.mkdir()
-    (audio / "--PJHxphWEs_30.000_40.000.flac").write_bytes(_wav(2.0, 1))
-    (audio / "--ZhevVpy1s.flac").write_bytes(_wav(2.0, 2))
+    (audio / "--PJHxphWEs_30.000_40.000.flac").write_bytes(flac_bytes(2.0, 1))
+    (audio / "--ZhevVpy1s.flac").write_bytes(flac_bytes(2.0, 2))
     (tmp_path / "segments.csv").write_text(AUDIOSET_CSV)
     (tmp_path / "labels.csv").write_text(CLASS_LABELS)
     out = tmp_path / "out"
@@ -202,7 +196,7 @@ def test_odd_file_names_give_safe_stable_ids(ray_local, small_checkpoint, tmp_pa
     names = ["with space.flac", "ünïcödé 音.flac", "..dots...flac", "sub folder/../x.flac"]
     for i, name in enumerate(names):
         (audio / name).parent.mkdir(parents=True, exist_ok=True)
-        (audio / name).write_bytes(_wav(0.5, i))
+        (audio / name).write_bytes(flac_bytes(0.5, i))
     expected = {"with space.flac", "ünïcödé 音.flac", "..dots...flac", "x.flac"}
     out = tmp_path / "out"
     for _ in range(2):  # the same ids on a second run (which then has nothing to do)

@@ -256,7 +256,7 @@ def test_corpus_and_originals_on_s3(corpus, tmp_path, monkeypatch):
 
     from pipeline.report.originals import fetch_original
     from pipeline.report.spot_check import run_spot_check
-    from tests.pipeline.s3 import S3_ENV, MotoServer
+    from tests.support.s3 import S3_ENV, MotoServer
 
     for key, value in S3_ENV.items():
         monkeypatch.setenv(key, value)

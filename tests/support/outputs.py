@@ -1,4 +1,4 @@
-"""Helpers for pipeline tests (the embedded Ray fixture `ray_local` is in tests/conftest.py)."""
+"""Reading a committed output folder back, and the exactly-once checks the pipeline tests share."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.dataset as pads
-import pytest
 
 from pipeline.schema import SCHEMA_DIR
 
