@@ -8,8 +8,6 @@ files' SHA-256 does. The decoder is not part of it: encoding never reads it.
 
 from __future__ import annotations
 
-import json
-
 IDENTITY_KEYS = ("codec", "variant", "token_rate", "semantic_vocab_size", "acoustic_vocab_size", "synthetic_weights")
 IDENTITY_FILES = ("encoder", "semantic_codebook")
 
