@@ -46,7 +46,7 @@ FINGERPRINT_FILE = "_fingerprint.json"
 PROVENANCE_KEY = "pipeline.provenance"
 KEYS_KEY = "pipeline.keys"  # a shard's keys and counts, in its footer: resume reads one range per shard
 FOOTER_READ_BYTES = 64 << 10
-KEY_READ_THREADS = 32  # committed-key reads are latency-bound on object stores
+KEY_READ_THREADS = 64  # committed-key reads are latency-bound on object stores
 
 
 @dataclass
