@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +68,11 @@ def test_ray_job_submit_reads_and_writes_s3(ray_head, small_checkpoint, tmp_path
             "python", "jobs/tokenize_audioset.py", "--source", "s3://audio/in/", "--output", "s3://corpus/run1",
             "--checkpoint", str(small_checkpoint), "--semantic-vocab-size", "4096", "--quiet", "--rows-per-file", "3",
         ]
-        result = subprocess.run(job, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+        for _ in range(30):  # the head's job agent may register a little after its dashboard answers
+            result = subprocess.run(job, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+            if "No available agent to submit job" not in result.stderr:
+                break
+            time.sleep(2)
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
         assert "Job 'raysubmit_" in result.stdout + result.stderr and '"tokenized": 7' in result.stdout
         assert "4 inputs failed; see s3://corpus/run1/failures/" in result.stdout

@@ -21,10 +21,18 @@ class MotoServer:
     def __enter__(self) -> str:
         self.server.start()
         host, port = self.server.get_host_and_port()
-        return f"http://{host}:{port}"
+        self.url = f"http://{host}:{port}"
+        self._reset()  # moto keeps its buckets per process: each server starts empty
+        return self.url
 
     def __exit__(self, *exc) -> None:
+        self._reset()
         self.server.stop()
+
+    def _reset(self) -> None:
+        import urllib.request
+
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/reset", method="POST"), timeout=30).close()
 
 
 ACCESS_DENIED = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
