@@ -181,6 +181,10 @@ class EncoderActor:
         kwargs = dict(codec_kwargs)
         if kwargs.get("device", "auto") == "auto":
             kwargs["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+        if str(kwargs["device"]).startswith("cuda") and kwargs.get("dtype", "float32") == "float32":
+            # Exact fp32: PyTorch lets cuDNN's LSTM and convolutions use TF32 by default. The codec
+            # itself sets no process-wide flag; this actor is a process of its own, so here it is safe.
+            torch.backends.cudnn.allow_tf32 = False
         self.codec = SemantiCodec.from_pretrained(**kwargs)
         self.fault_marker = inject_device_error_once
         self.provenance = self.codec.provenance.to_dict()

@@ -14,7 +14,7 @@ import pytest
 from pipeline.codecs.semanticodec import SemantiCodec
 from pipeline.codecs.semanticodec.synthetic import build_small_checkpoint
 from pipeline.codecs.semanticodec.lengths import kept_token_count, segment_count
-from tests.conftest import make_tone
+from tests.support.audio import make_tone
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +51,9 @@ def test_windows_are_packed_across_clips_up_to_the_limit(codec, monkeypatch):
     sizes = []
     forward = codec.encoder.forward
 
-    def spy(fbank):
+    def spy(fbank, *args):
         sizes.append(fbank.shape[0])
-        return forward(fbank)
+        return forward(fbank, *args)
 
     monkeypatch.setattr(codec.encoder, "forward", spy)
     waves = [make_tone(s, seed=i) for i, s in enumerate([3.0, 25.0, 1.0, 12.0])]
@@ -128,7 +128,7 @@ def test_one_hour_clip_encodes_in_bounded_memory(tmp_path):
         wave = (0.1 * np.sin(np.arange(3600 * 16000, dtype=np.float32) * 0.05)).astype(np.float32)
         batches = []
         forward = codec.encoder.forward
-        codec.encoder.forward = lambda x: (batches.append(x.shape[0]), forward(x))[1]
+        codec.encoder.forward = lambda x, *a: (batches.append(x.shape[0]), forward(x, *a))[1]
         (tokens,) = codec.encode([wave], 16000, max_batch_windows=8)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         print(json.dumps({{"tokens": len(tokens), "max_batch": max(batches), "calls": len(batches),

@@ -1,19 +1,21 @@
 """The user-facing SemantiCodec: load a published variant, encode many waveforms in packed batches.
 
 `encode` turns each waveform into mono 16 kHz audio (the official channel rule and resampler),
-pads it to whole 10.24 s windows, and streams the windows of all clips through the encoder in
-batches of at most `max_batch_windows`, so an hour-long clip costs bounded memory and short
-clips share forward passes. Tokens are then regrouped per clip and trimmed exactly as the
-official `encode` trims them.
+pads it to whole 10.24 s windows (`prepare_clip`, host work that CPU tasks can do ahead), and
+streams the windows of all clips through the encoder in passes of at most `max_batch_windows`,
+so an hour-long clip costs bounded memory and short clips share forward passes. Each pass is one
+pinned host buffer, one non-blocking upload, a device-only forward (batched fbank, encoder) and
+one download; the next pass is gathered on the host while the device runs. Tokens are then
+regrouped per clip and trimmed exactly as the official `encode` trims them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections import deque
 from dataclasses import dataclass, field
-from itertools import islice
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -26,6 +28,7 @@ from .checkpoint import (
     describe_file,
     load_codebook,
     load_state_dict,
+    resolve_checkpoint,
 )
 from .encoder import (
     AUDIOMAE_PREFIX,
@@ -34,13 +37,14 @@ from .encoder import (
     VQ_CODEBOOK_KEY,
     SemantiCodecEncoder,
 )
-from .fbank import centre, window_fbank
-from .lengths import kept_token_count, padding_samples, segment_count
+from .device_errors import is_out_of_memory
+from .fbank import window_batch_fbank
+from .precision import DTYPES, check_fp32_matmuls, precision_for
+from .prepare import PreparedClip, gather_windows, prepare_clip
 from .variants import ACOUSTIC_VOCAB_SIZE, SAMPLE_RATE_HZ, SemantiCodecVariant
 
 log = logging.getLogger(__name__)
 
-DTYPES = ("float32", "tf32", "bfloat16")
 DEFAULT_MAX_BATCH_WINDOWS = 16
 _UNUSED_ENCODER_KEYS = {
     "quantizer._codebook.embed_avg",
@@ -63,6 +67,8 @@ class Provenance:
     synthetic_weights: bool = False
     device: str = "cpu"
     dtype: str = "float32"
+    revision: str | None = None  # the hub commit the files came from (None for folders and URLs)
+    layout: str | None = None  # "repo" or "single-rate" (see checkpoint.py)
 
     def to_dict(self) -> dict:
         return {
@@ -76,14 +82,15 @@ class Provenance:
             "synthetic_weights": self.synthetic_weights,
             "device": self.device,
             "dtype": self.dtype,
+            "revision": self.revision,
+            "layout": self.layout,
         }
 
 
 @dataclass(slots=True)
-class _ClipPlan:
-    centred: object  # torch.Tensor [padded samples], on the model's device once first used
-    num_windows: int
-    kept_tokens: int
+class _PassCounts:
+    forward_passes: int = 0
+    windows: int = 0
 
 
 class SemantiCodec:
@@ -102,6 +109,8 @@ class SemantiCodec:
         dtype: str = "float32",
         max_batch_windows: int = DEFAULT_MAX_BATCH_WINDOWS,
     ) -> None:
+        import torch
+
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         if max_batch_windows < 1:
@@ -114,6 +123,27 @@ class SemantiCodec:
         self.max_batch_windows = max_batch_windows
         self.checkpoint_source: CheckpointSource | None = None
         self._decoder = None
+        self._device = torch.device(device)
+        self.precision = precision_for(dtype, self._device.type)
+        encoder.cast_lstm(self.precision.lstm)  # once, not per forward
+        self._counts = _PassCounts()
+
+    @property
+    def stats(self) -> dict:
+        """Encoder counters since creation or the last `take_stats()`, for the run manifest."""
+        passes, windows = self._counts.forward_passes, self._counts.windows
+        return {
+            "forward_passes": passes,
+            "windows": windows,
+            "mean_windows_per_pass": windows / passes if passes else 0.0,
+            "dtype_per_component": self.precision.components(),
+        }
+
+    def take_stats(self) -> dict:
+        """`stats`, then reset the counters."""
+        stats = self.stats
+        self._counts = _PassCounts()
+        return stats
 
     @property
     def frame_rate(self) -> float:
@@ -143,16 +173,18 @@ class SemantiCodec:
     ) -> "SemantiCodec":
         """Load a published variant's encoder from the hub, a local folder or an fsspec URL.
 
-        `checkpoint` is `hf://owner/repo` (default `hf://haoheliu/SemantiCodec`), a folder, or a
-        URL such as `s3://bucket/prefix`, each in the official layout. The decoder file is not
-        read. Raises `CheckpointError` on a missing, corrupt or mismatched checkpoint.
+        `checkpoint` is `hf://owner/repo[@revision]` (default `hf://haoheliu/SemantiCodec`), a
+        folder, or a URL such as `s3://bucket/prefix`, holding a snapshot of the published repo or
+        one rate's folder (see `checkpoint.py`). The decoder file is not read. Raises
+        `CheckpointError` on a missing, corrupt or mismatched checkpoint.
         """
         import torch
 
         variant = SemantiCodecVariant(token_rate, semantic_vocab_size)
         source = CheckpointSource(checkpoint, revision, cache_dir, dict(storage_options or {}))
-        encoder_path = source.fetch(variant.encoder_file)
-        codebook_path = source.fetch(variant.codebook_file)
+        resolved = resolve_checkpoint(source, variant)
+        encoder_path = source.fetch(resolved.files["encoder"])
+        codebook_path = source.fetch(resolved.files["semantic_codebook"])
         state = load_state_dict(encoder_path)
         _check_encoder_keys(state, encoder_path)
         codebook = load_codebook(codebook_path, expected_rows=semantic_vocab_size)
@@ -168,7 +200,7 @@ class SemantiCodec:
         except (RuntimeError, CheckpointError) as error:
             raise CheckpointError(f"{encoder_path} does not fit the {variant.name} encoder: {error}") from error
         encoder.to(device)
-        synthetic = source.is_synthetic()
+        synthetic = resolved.synthetic
         if synthetic:
             log.warning("SYNTHETIC WEIGHTS: %s is a test checkpoint; its tokens mean nothing", checkpoint)
         provenance = Provenance(
@@ -182,6 +214,8 @@ class SemantiCodec:
             synthetic_weights=synthetic,
             device=str(torch.device(device).type),
             dtype=dtype,
+            revision=source.commit,
+            layout=resolved.layout,
         )
         codec = cls(encoder, variant, provenance, device=device, dtype=dtype, max_batch_windows=max_batch_windows)
         codec.checkpoint_source = source
@@ -215,48 +249,109 @@ class SemantiCodec:
         return list(self.encode_mono_16k(clips, max_batch_windows=max_batch_windows))
 
     def encode_mono_16k(self, clips, *, max_batch_windows: int | None = None) -> Iterator[np.ndarray]:
-        """Encode already mono 16 kHz float32 tensors [N]; yields token arrays in input order."""
+        """Encode already mono 16 kHz float32 arrays/tensors [N]; yields token arrays in input order.
+
+        Each clip's audio is released as soon as its last window is encoded."""
+        prepared: list[PreparedClip | None] = [prepare_clip(clip, self.variant) for clip in clips]
+        yield from self._encode_stream(prepared, max_batch_windows, release=True)
+
+    def encode_prepared(
+        self, clips: Sequence[PreparedClip], *, max_batch_windows: int | None = None
+    ) -> list[np.ndarray]:
+        """Clips from `prepare_clip` → int64 token arrays [kept_tokens, 2], in input order.
+
+        Only feeds the device: windows of all clips are packed into passes of up to
+        `max_batch_windows` (default: the codec's setting). A pass that runs out of device memory
+        is retried once as two halves; a second failure is raised. Device errors propagate
+        (see `device_errors.is_device_error`)."""
+        return list(self._encode_stream(list(clips), max_batch_windows, release=False))
+
+    def _encode_stream(
+        self, clips: list, max_batch_windows: int | None, release: bool
+    ) -> Iterator[np.ndarray]:
         import torch
 
         limit = max_batch_windows or self.max_batch_windows
-        plans = [self._plan(clip) for clip in clips]
-        windows = ((c, w) for c, plan in enumerate(plans) for w in range(plan.num_windows))
+        if limit < 1:
+            raise ValueError(f"max_batch_windows must be ≥ 1, got {limit}")
+        windows = [(c, w) for c, clip in enumerate(clips) for w in range(clip.num_windows)]
+        kept = [clip.kept_tokens for clip in clips]
+        last_window = [clip.num_windows - 1 for clip in clips]
         pieces: dict[int, list] = {}
         finished: dict[int, np.ndarray] = {}
         next_out = 0
-        with self._precision():
-            while batch := list(islice(windows, limit)):
-                tokens = self._encode_windows([(plans[c], w) for c, w in batch])
-                for (c, w), window_tokens in zip(batch, tokens):
+        in_flight: deque = deque()  # one pass runs on the device while the next is gathered
+
+        def collect(parts) -> None:
+            for part_windows, host_tokens, done in parts:
+                if done is not None:
+                    done.synchronize()  # waits for this pass only; the next one keeps the device busy
+                for (c, w), window_tokens in zip(part_windows, host_tokens):
                     pieces.setdefault(c, []).append(window_tokens)
-                    if w == plans[c].num_windows - 1:
-                        joined = torch.cat(pieces.pop(c))[: plans[c].kept_tokens]
-                        finished[c] = joined.numpy().astype(np.int64)
-                        plans[c].centred = None  # free the clip's audio as soon as it is done
-                while next_out in finished:
-                    yield finished.pop(next_out)
-                    next_out += 1
+                    if w == last_window[c]:
+                        finished[c] = torch.cat(pieces.pop(c))[: kept[c]].numpy().astype(np.int64)
+                        if release:
+                            clips[c] = None
 
-    def _plan(self, clip) -> _ClipPlan:
+        for start in range(0, len(windows), limit):
+            in_flight.append(self._run_pass(clips, windows[start : start + limit]))
+            if len(in_flight) > 1:
+                collect(in_flight.popleft())
+            while next_out in finished:
+                yield finished.pop(next_out)
+                next_out += 1
+        while in_flight:
+            collect(in_flight.popleft())
+        while next_out in finished:
+            yield finished.pop(next_out)
+            next_out += 1
+
+    def _run_pass(self, clips, windows: list[tuple[int, int]]) -> list:
+        """Launch one forward pass; on out-of-memory, empty the cache and retry once in two halves."""
+        try:
+            return [self._launch(clips, windows)]
+        except Exception as error:
+            if not is_out_of_memory(error) or len(windows) < 2:
+                raise
+            half = len(windows) // 2
+            log.warning("out of memory on a %d-window pass; retrying as %d + %d", len(windows), half,
+                        len(windows) - half)
+            self._release_cached_memory()
+            return [self._launch(clips, windows[:half]), self._launch(clips, windows[half:])]
+
+    def _launch(self, clips, windows: list[tuple[int, int]]):
+        """(windows, host token tensor [B, L, 2], event or None). On CUDA the work is only queued:
+        the tokens are valid once the event has completed."""
         import torch
 
-        num_samples = int(clip.shape[-1])
-        padded = torch.nn.functional.pad(clip, (0, padding_samples(num_samples)))
-        return _ClipPlan(
-            centred=centre(padded),
-            num_windows=segment_count(num_samples),
-            kept_tokens=kept_token_count(num_samples, self.variant.stack_factor),
-        )
+        on_cuda = self._device.type == "cuda"
+        audio, is_last = gather_windows(clips, windows, pin_memory=on_cuda)
+        tokens = self._tokens_on_device(audio, is_last)
+        self._counts.forward_passes += 1
+        self._counts.windows += len(windows)
+        if not on_cuda:
+            return windows, tokens, None
+        host = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True)
+        host.copy_(tokens, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return windows, host, done
 
-    def _encode_windows(self, windows: list[tuple[_ClipPlan, int]]):
+    def _tokens_on_device(self, audio, is_last):
+        """Host window audio [B, samples] + last-window flags [B] → tokens [B, L, 2] on the device.
+
+        Two non-blocking uploads, then device work only: no host sync until the tokens are read."""
+        check_fp32_matmuls(self._device.type)
+        audio = audio.to(self._device, non_blocking=True)
+        is_last = is_last.to(self._device, non_blocking=True)
+        fbank = window_batch_fbank(audio, is_last)
+        return self.encoder(fbank, self.precision.audiomae_autocast)
+
+    def _release_cached_memory(self) -> None:
         import torch
 
-        features = []
-        for plan, index in windows:
-            if plan.centred.device != torch.device(self.device):
-                plan.centred = plan.centred.to(self.device)
-            features.append(window_fbank(plan.centred, index))
-        return self.encoder(torch.stack(features)).cpu()
+        if self._device.type == "cuda":
+            torch.cuda.empty_cache()
 
     # --- decoding ---
     def load_decoder(self):
@@ -271,8 +366,12 @@ class SemantiCodec:
         return self._decoder
 
     def decode(self, tokens_list, ddim_steps: int = 50, cfg_scale: float = 2.0, seed: int | None = None,
-               noise=None, *, max_batch_windows: int | None = None) -> list[np.ndarray]:
+               noise=None, *, max_batch_windows: int | None = None,
+               progress: Callable[[int, int], None] | None = None) -> list[np.ndarray]:
         """Token arrays [T, 2] (semantic, acoustic) → float32 16 kHz waveforms [N].
+
+        `progress(done, total)`, when given, is called after every DDIM step and VAE + vocoder
+        pass (a decode of ~46 s on CPU would otherwise be silent).
 
         `noise`, when given, holds per clip a list with one float32 array [steps + 1, 8, 256, 16] per
         window: x_T, then the draw of each DDIM step, in the official order. Otherwise noise comes
@@ -285,29 +384,17 @@ class SemantiCodec:
             # caches when batched: 0.84x measured); GPUs batch windows.
             on_gpu = str(self.device).startswith("cuda")
             max_batch_windows = self.max_batch_windows if on_gpu else 1
-        with self._precision():
-            return decode_tokens(self, tokens_list, ddim_steps, cfg_scale, seed, noise, max_batch_windows)
+        with self._decode_autocast():
+            return decode_tokens(self, tokens_list, ddim_steps, cfg_scale, seed, noise, max_batch_windows,
+                                 progress)
 
-    @contextlib.contextmanager
-    def _precision(self):
-        """fp32 is strict (TF32 off); `tf32` and `bfloat16` are opt-in CUDA fast paths."""
+    def _decode_autocast(self):
+        """bf16 autocast for decoding on CUDA with dtype bfloat16; no global precision flags."""
         import torch
 
-        if not str(self.device).startswith("cuda"):
-            yield
-            return
-        matmul = torch.backends.cuda.matmul.allow_tf32
-        fast = self.dtype != "float32"
-        torch.backends.cuda.matmul.allow_tf32 = fast
-        try:
-            with torch.backends.cudnn.flags(enabled=True, allow_tf32=fast):
-                if self.dtype == "bfloat16":
-                    with torch.autocast("cuda", dtype=torch.bfloat16):
-                        yield
-                else:
-                    yield
-        finally:
-            torch.backends.cuda.matmul.allow_tf32 = matmul
+        if self.dtype == "bfloat16" and self._device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
 
 def _is_sequence(value) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from itertools import islice
 
 import numpy as np
@@ -44,7 +46,11 @@ def _window_noise(noise, seed, clip_windows: list[int], steps: int) -> list[torc
             for _ in range(sum(clip_windows))]
 
 
-def decode_tokens(codec, tokens_list, ddim_steps: int, cfg_scale: float, seed, noise, max_batch_windows: int):
+def decode_tokens(codec, tokens_list, ddim_steps: int, cfg_scale: float, seed, noise, max_batch_windows: int,
+                  progress: Callable[[int, int], None] | None = None):
+    """`progress(done, total)` is called once before the first step (done 0), then after each DDIM
+    step of each batch of windows and after each batch's VAE + vocoder pass (total: batches x
+    (steps + 1))."""
     decoder = codec.load_decoder()
     semantic_vocab, acoustic_vocab = codec.cardinalities
     clips = [_check_tokens(t, i, semantic_vocab, acoustic_vocab) for i, t in enumerate(tokens_list)]
@@ -55,12 +61,32 @@ def decode_tokens(codec, tokens_list, ddim_steps: int, cfg_scale: float, seed, n
     jobs = [(c, clip[a:b]) for c, (clip, clip_spans) in enumerate(zip(clips, spans)) for a, b in clip_spans]
     device = codec.device
     waveforms: list[np.ndarray] = []
-    queue = iter(zip(jobs, noises))
-    while batch := list(islice(queue, max_batch_windows)):
-        context = torch.stack([decoder.conditioning(tokens.to(device), window) for (_, tokens), _ in batch])
-        batch_noise = torch.stack([n for _, n in batch]).to(device)
-        latent = decoder.sample(context, batch_noise, timesteps, cfg_scale)
-        waveforms.extend(decoder.latent_to_waveform(latent.float()).float().cpu().numpy())
+    total = math.ceil(len(jobs) / max_batch_windows) * (len(timesteps) + 1)
+    done = 0
+
+    def tick(*_):
+        nonlocal done
+        done += 1
+        progress(done, total)
+
+    # one UNet call is one DDIM step of the batch: a forward hook counts them without the sampler
+    # knowing about progress
+    hook = None
+    if progress is not None:
+        progress(0, total)
+        hook = decoder.unet.register_forward_hook(tick)
+    try:
+        queue = iter(zip(jobs, noises))
+        while batch := list(islice(queue, max_batch_windows)):
+            context = torch.stack([decoder.conditioning(tokens.to(device), window) for (_, tokens), _ in batch])
+            batch_noise = torch.stack([n for _, n in batch]).to(device)
+            latent = decoder.sample(context, batch_noise, timesteps, cfg_scale)
+            waveforms.extend(decoder.latent_to_waveform(latent.float()).float().cpu().numpy())
+            if progress is not None:
+                tick()
+    finally:
+        if hook is not None:
+            hook.remove()
     out, position = [], 0
     for clip, clip_spans in zip(clips, spans):
         joined = overlap_add(waveforms[position : position + len(clip_spans)])

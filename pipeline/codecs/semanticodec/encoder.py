@@ -7,13 +7,20 @@ the result only through the float accumulation order of the matrix kernels.
 
 Distances are computed with the same expressions, in the same order, as the official code
 (k-means: ‖a‖² + ‖c‖² − 2a·c; VQ: vector-quantize-pytorch's clamp-and-sqrt `cdist`), because
-near-tied codewords are decided by float rounding.
+near-tied codewords are decided by float rounding. They always run in float32 with autocast off,
+whatever the fast dtype of the other components.
+
+Precision per component is explicit: `fast_dtype` (bf16) autocasts AudioMAE only; the LSTM runs
+in the dtype its weights were cast to once (`cast_lstm`), with autocast off (CUDA autocast would
+run cuDNN's LSTM in fp16 and re-cast its 208 M weights on every call); the output linear layer
+and the distances are float32. Nothing in the forward pass waits for the host: padding
+fractions and masks stay on the device.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import math
 from dataclasses import dataclass
 
 import torch
@@ -78,13 +85,16 @@ def padding_cutoff_fraction(fbank: torch.Tensor) -> torch.Tensor:
     count = non_empty.sum(dim=1)
     cutoff = torch.where(count == frames, frames, last_plus_one)
     cutoff = torch.where(count == 1, 0, cutoff)
-    return cutoff.to(torch.float64).cpu() / frames
+    return cutoff.to(torch.float64) / frames  # stays on the device: no host sync
 
 
 def mark_out(features: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
-    """Set positions from ceil(L · fraction) onwards to −1, per batch element. [B, L, C]."""
+    """Set positions from ceil(L · fraction) onwards to −1, per batch element. [B, L, C].
+
+    `fractions` [B] float64 on the features' device; the product and ceil are the official
+    double-precision ones, computed on the device."""
     length = features.shape[1]
-    keep = torch.tensor([math.ceil(length * float(f)) for f in fractions], device=features.device)
+    keep = torch.ceil(fractions * length)
     masked = torch.arange(length, device=features.device)[None, :] >= keep[:, None]
     return features.masked_fill(masked[..., None], MASK_VALUE)
 
@@ -128,21 +138,39 @@ class SemantiCodecEncoder(nn.Module):
         self.register_buffer("acoustic_codebook", torch.zeros(config.acoustic_vocab_size, dim))
         self.eval()
 
-    @torch.inference_mode()
-    def forward(self, fbank: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_intermediates(fbank)["tokens"]
+    @property
+    def lstm_dtype(self) -> torch.dtype:
+        return self.lstm.weight_ih_l0.dtype
+
+    def cast_lstm(self, dtype: torch.dtype) -> None:
+        """Cast the LSTM's weights once (e.g. to bf16); its forward then runs in that dtype."""
+        if self.lstm_dtype != dtype:
+            self.lstm.to(dtype)
+            self.lstm.flatten_parameters()
 
     @torch.inference_mode()
-    def forward_with_intermediates(self, fbank: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The whole encode of a window batch, keeping each stage's output (for parity checks)."""
+    def forward(self, fbank: torch.Tensor, fast_dtype: torch.dtype | None = None) -> torch.Tensor:
+        return self.forward_with_intermediates(fbank, fast_dtype)["tokens"]
+
+    @torch.inference_mode()
+    def forward_with_intermediates(
+        self, fbank: torch.Tensor, fast_dtype: torch.dtype | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The whole encode of a window batch, keeping each stage's output (for parity checks).
+
+        `fast_dtype` (e.g. torch.bfloat16) autocasts AudioMAE; None keeps everything float32."""
+        device_type = fbank.device.type
         fractions = padding_cutoff_fraction(fbank)
-        patches = self.audiomae(fbank)
-        features = regroup_patches(patches, self.config.audiomae.grid, self.config.patches_per_token)
+        fast = torch.autocast(device_type, dtype=fast_dtype) if fast_dtype else contextlib.nullcontext()
+        with fast:
+            patches = self.audiomae(fbank)
+        features = regroup_patches(patches.float(), self.config.audiomae.grid, self.config.patches_per_token)
         semantic_ids = self.nearest_centroid(features)
         lstm_input = torch.cat([features, self.semantic_codebook[semantic_ids]], dim=-1)
         lstm_input = mark_out(lstm_input, fractions)
-        hidden, _ = self.lstm(lstm_input)
-        vq_input = self.output_linear(hidden)
+        with torch.autocast(device_type, enabled=False):
+            hidden, _ = self.lstm(lstm_input.to(self.lstm_dtype))
+            vq_input = self.output_linear(hidden.float())
         acoustic_ids = self.nearest_vq_code(vq_input)
         return {
             "padding_fraction": fractions,

@@ -32,3 +32,18 @@ def padding_samples(num_samples: int) -> int:
 def segment_count(num_samples: int) -> int:
     """Number of 10.24 s windows the padded audio is cut into."""
     return (num_samples + padding_samples(num_samples)) // SEGMENT_SAMPLES
+
+
+def row_token_count(duration_s: float, chunk_index: int, num_chunks: int, token_rate: int) -> int:
+    """Token pairs the pipeline keeps for one token row (a chunk of `duration_s` seconds).
+
+    An inner chunk (not the last of its file) keeps exactly its whole windows' pairs,
+    round(seconds x pairs per second); a last or only chunk follows the official trimming
+    (`kept_token_count`, rounded up to the next 0.16 s patch: a 1.0 s clip has 57 pairs at rate 100).
+    """
+    samples = int(round(duration_s * SAMPLE_RATE_HZ))
+    if chunk_index < num_chunks - 1:
+        return round(samples / SAMPLE_RATE_HZ * token_rate / 2)
+    if samples <= 0:
+        return 0
+    return kept_token_count(samples, 100 / token_rate)
