@@ -211,9 +211,11 @@ class EncoderActor:
             raise
         out = [r if isinstance(r, Failure) else next(encoded) for r in records]
         stats = self.codec.take_stats()
-        extra = {"encoder_passes": [0] * len(out), "encoder_windows": [0] * len(out)}
+        extra = {"encoder_passes": [0] * len(out), "encoder_windows": [0] * len(out),
+                 "encoder_dtypes_json": [""] * len(out)}
         if out:
             extra["encoder_passes"][0], extra["encoder_windows"][0] = stats["forward_passes"], stats["windows"]
+            extra["encoder_dtypes_json"][0] = json.dumps(stats["dtype_per_component"], sort_keys=True)
         batch = records_to_batch(out, extra)
         batch["provenance_json"] = np.asarray([json.dumps(self.provenance, sort_keys=True)] * len(out))
         return batch
@@ -240,6 +242,7 @@ def write_batch(batch: dict, output, run_info: dict) -> dict:
     summary["provenance_json"] = json.dumps(provenance, sort_keys=True) if summary["token_rows"] else ""
     summary["encoder_passes"] = int(np.sum(batch.get("encoder_passes", 0)))
     summary["encoder_windows"] = int(np.sum(batch.get("encoder_windows", 0)))
+    summary["encoder_dtypes_json"] = next((d for d in batch.get("encoder_dtypes_json", []) if d), "")
     return {key: np.asarray([value]) for key, value in summary.items()}
 
 

@@ -6,6 +6,7 @@ it needs a running Ray (the job script starts or joins one). The stages are the 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -143,7 +144,9 @@ def _run(config, output: OutputFolder, lease: WriterLease, storage_options: dict
     retryable = sum(len(_json_list(s.get("retryable_ids_json"))) for s in summaries)
     manifest = manifest_from_counts(
         config=config, source_kind=source.kind, before=before, after=after, run=run, provenance=None,
-        encoder={"batch_rows": batch_rows, "num_encoders": resources["max"], "device": resources["device"]},
+        encoder={"batch_rows": batch_rows, "num_encoders": resources["max"], "device": resources["device"],
+                 "dtype_per_component": next((json.loads(s["encoder_dtypes_json"]) for s in summaries
+                                              if s.get("encoder_dtypes_json")), {})},
         wall_time_s=time.time() - started, resumed=resumed, retryable_ids=retryable,
     )
     manifest["run"]["retryable_types"] = _merge_counts(s.get("retryable_types") for s in summaries)
@@ -216,13 +219,10 @@ def source_split(config) -> str | None:
 
 
 def _json_list(text) -> list:
-    import json
-
     return json.loads(text) if text else []
 
 
 def _merge_counts(texts) -> dict:
-    import json
     from collections import Counter
 
     total: Counter = Counter()

@@ -35,6 +35,7 @@ def test_full_forward_passes_are_recorded(ray_local, small_checkpoint, tmp_path)
     encoder = manifest["run"]["encoder"]
     assert encoder["windows"] == 24 and manifest["counts"]["tokenized"] == 24
     assert encoder["mean_windows_per_pass"] >= 6, encoder
+    assert encoder["dtype_per_component"]["distances"] == "float32", encoder
 
 
 def test_rerun_with_other_settings_is_refused_before_any_work(ray_local, small_checkpoint, tmp_path):
