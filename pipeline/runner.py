@@ -95,8 +95,11 @@ def _run(config, output: OutputFolder, lease: WriterLease, storage_options: dict
     output.check_fingerprint(run_fingerprint(variant=variant.name, dtype=config.dtype,
                                              chunk_windows=config.chunk_windows,
                                              tokens_schema_version=TOKENS_SCHEMA_VERSION), before.provenance)
+    expected_identity = None
+    if before.provenance:  # resuming onto tokens: the weights must be the same (by hash, not location)
+        expected_identity = codec_identity(before.provenance)
+        check_same_weights(expected_identity, checkpoint, config, storage_options)
     output.clear_retryable()
-    expected_identity = codec_identity(before.provenance) if before.provenance else None
 
     limit_ids = None
     if config.limit is not None:
@@ -153,6 +156,19 @@ def _run(config, output: OutputFolder, lease: WriterLease, storage_options: dict
     output.write_manifest(manifest)
     write_dataset_card(config.output, storage_options or None)
     return manifest
+
+
+def check_same_weights(expected_identity: dict, checkpoint: str, config, storage_options: dict) -> None:
+    """Refuse, on the driver and before any work, to resume an output with other weights."""
+    from .codecs.semanticodec.checkpoint import encoder_file_hashes
+
+    hashes = encoder_file_hashes(checkpoint, config.token_rate, config.semantic_vocab_size,
+                                 storage_options=options_for(checkpoint, storage_options) or None)
+    if hashes != expected_identity.get("files"):
+        changed = ", ".join(sorted(k for k in hashes if hashes[k] != (expected_identity.get("files") or {}).get(k)))
+        raise OutputError(
+            f"{config.output} was tokenized with other weights ({changed} SHA-256 differ from {checkpoint}); "
+            "resuming would mix two corpora. Use the original --checkpoint, another --output, or --overwrite")
 
 
 def _consume(ds, keys, lease: WriterLease, total_inputs: int | None, progress: bool) -> list[dict]:

@@ -121,3 +121,17 @@ def test_a_partly_committed_input_that_now_fails_stays_retryable():
     assert "already committed" in records["long.flac"].message
     assert isinstance(records["fine.wav"], Failure) and not records["fine.wav"].retryable
     assert not any(isinstance(r, AudioChunk) for r in records.values())
+
+
+def test_resume_with_other_weights_is_refused(ray_local, small_checkpoint, tmp_path):
+    from pipeline.codecs.semanticodec.synthetic import build_small_checkpoint
+
+    other = build_small_checkpoint(tmp_path / "other-ckpt", token_rates=(100,), semantic_vocab_sizes=(4096,),
+                                   width=32, include_decoder=False)  # same variant, other weights
+    write_flac_clips(tmp_path / "audio", 2, seconds=1.0)
+    out = tmp_path / "out"
+    run_tokenize(config(tmp_path / "audio", out, small_checkpoint, limit=1), progress=False)
+    before = sorted(p.name for p in out.rglob("*.parquet"))
+    with pytest.raises(OutputError, match="tokenized with other weights .encoder, semantic_codebook SHA-256"):
+        run_tokenize(config(tmp_path / "audio", out, other), progress=False)
+    assert sorted(p.name for p in out.rglob("*.parquet")) == before

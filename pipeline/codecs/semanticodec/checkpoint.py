@@ -412,5 +412,15 @@ def hash_cache_dir() -> Path:
     return default_cache_dir() / "hashes"
 
 
+def encoder_file_hashes(location: str, token_rate: int, semantic_vocab_size: int, *,
+                        storage_options: dict | None = None) -> dict[str, str]:
+    """{"encoder": sha256, "semantic_codebook": sha256} of a variant's encoding files (fetched into
+    the cache first when remote), without loading them: what `codec_identity` compares."""
+    source = CheckpointSource(location, storage_options=dict(storage_options or {}))
+    resolved = resolve_checkpoint(source, SemantiCodecVariant(token_rate, semantic_vocab_size))
+    return {role: sha256_of_file(source.fetch(path), hash_cache_dir()) for role, path in resolved.files.items()
+            if role in ("encoder", "semantic_codebook")}
+
+
 def describe_file(path: Path) -> LoadedFile:
     return LoadedFile(path=str(path), sha256=sha256_of_file(path, hash_cache_dir()))
