@@ -54,14 +54,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=32)
     args = parser.parse_args()
 
+    import logging
+
     import boto3
     import numpy as np
     import pyarrow.parquet as pq
 
     from pipeline.output import KEYS_KEY, OutputFolder, _keys_summary, tokens_table
     from tests.support.s3 import S3_ENV
-
-    import logging
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
     os.environ.update(S3_ENV)

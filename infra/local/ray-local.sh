@@ -37,8 +37,18 @@ start)
   tmp=$(mktemp -d /tmp/rayl-XXXXXX)
   echo "$tmp" > "$state/temp_dir"
   export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$state/auth_token" RAY_USAGE_STATS_ENABLED=0
+  # The agents' default ports are fixed (52365, ...): with another Ray already on this machine
+  # (an embedded one, a second head) our head's job agent could not bind and jobs would never start.
+  read -r agent_http agent_grpc env_agent metrics < <("$PYTHON" -c '
+import socket
+socks = [socket.socket() for _ in range(4)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))')
   setsid "$RAY" start --head --block --node-ip-address=127.0.0.1 --port=0 \
-    --dashboard-host=127.0.0.1 --dashboard-port="$port" --temp-dir="$tmp" --disable-usage-stats "$@" \
+    --dashboard-host=127.0.0.1 --dashboard-port="$port" --temp-dir="$tmp" --disable-usage-stats \
+    --dashboard-agent-listen-port="$agent_http" --dashboard-agent-grpc-port="$agent_grpc" \
+    --runtime-env-agent-port="$env_agent" --metrics-export-port="$metrics" "$@" \
     > "$state/ray.log" 2>&1 < /dev/null &
   pid=$!
   echo "$pid" > "$state/ray.pid"

@@ -32,9 +32,9 @@ import pyarrow.parquet as pq
 
 from ..codecs.semanticodec.lengths import row_token_count
 from ..fsutil import protocol_of
-from ..sources.uris import is_member_uri
 from ..output import PROVENANCE_KEY
 from ..schema import FAILURES_SCHEMA_VERSION, TOKENS_SCHEMA_VERSION, check_table_version
+from ..sources.uris import is_member_uri
 
 STREAMS = ("semantic", "acoustic")
 ID_SPACE = 1 << 16  # token ids are uint16

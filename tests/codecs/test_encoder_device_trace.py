@@ -20,10 +20,10 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from pipeline.codecs.semanticodec import fbank
 from pipeline.codecs.semanticodec.audiomae import AudioMAEConfig
 from pipeline.codecs.semanticodec.codec import Provenance, SemantiCodec
 from pipeline.codecs.semanticodec.encoder import EncoderConfig, SemantiCodecEncoder
-from pipeline.codecs.semanticodec import fbank
 from pipeline.codecs.semanticodec.fbank import WINDOW_INPUT_SAMPLES
 from pipeline.codecs.semanticodec.variants import SemantiCodecVariant
 

@@ -24,6 +24,7 @@ from pipeline.codecs.semanticodec.lengths import kept_token_count, padding_sampl
 from pipeline.codecs.semanticodec.prepare import PreparedClip, prepare_clip
 from tests.support.audio import make_tone
 
+
 def load(small_checkpoint, dtype="float32"):
     return SemantiCodec.from_pretrained(str(small_checkpoint), token_rate=100, semantic_vocab_size=4096, dtype=dtype)
 

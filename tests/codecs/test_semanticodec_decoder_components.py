@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from pipeline.codecs.semanticodec.synthetic import ensure_golden_checkpoint
-from pipeline.codecs.semanticodec.variants import SemantiCodecVariant
 from pipeline.codecs.semanticodec.vae import VAEDecoder, VAEDecoderConfig
+from pipeline.codecs.semanticodec.variants import SemantiCodecVariant
 from pipeline.codecs.semanticodec.vocoder import HifiGanConfig, HifiGanVocoder
 
 pytestmark = pytest.mark.golden

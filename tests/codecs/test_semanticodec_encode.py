@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from pipeline.codecs.semanticodec import SemantiCodec
-from pipeline.codecs.semanticodec.synthetic import build_small_checkpoint
 from pipeline.codecs.semanticodec.lengths import kept_token_count, segment_count
+from pipeline.codecs.semanticodec.synthetic import build_small_checkpoint
 from tests.support.audio import make_tone
 
 

@@ -17,7 +17,14 @@ from pipeline.corpus import CorpusError, PackedTokenDataset, TokenCorpus, TokenL
 from pipeline.corpus.export import export
 from pipeline.corpus.export import main as export_main
 from pipeline.corpus.indexed import read_indexed
-from pipeline.output import FAILURES_DIR, PROVENANCE_KEY, TOKENS_DIR, OutputFolder, failures_table, tokens_table
+from pipeline.output import (
+    FAILURES_DIR,
+    PROVENANCE_KEY,
+    TOKENS_DIR,
+    OutputFolder,
+    failures_table,
+    tokens_table,
+)
 from pipeline.schema import TOKENS_SCHEMA_VERSION, arrow_schema
 
 PROVENANCE = {"codec": "semanticodec", "variant": "semanticodec-r100-v4096", "token_rate": 100,

@@ -17,9 +17,9 @@ from pipeline.config import TokenizeConfig
 from pipeline.runner import encoder_resources, run_tokenize
 from pipeline.samples import BAD_SAMPLES, GOOD_SAMPLES, write_samples
 from pipeline.schema import arrow_schema
-from tests.support.outputs import assert_each_id_once, read_output, tokens_by_id, validate_manifest
 from tests.support.audio import flac_bytes
 from tests.support.audioset import AUDIOSET_CSV, CLASS_LABELS
+from tests.support.outputs import assert_each_id_once, read_output, tokens_by_id, validate_manifest
 
 CHUNK_WINDOWS = 2  # 20.48 s chunks, so the 40 s sample is cut in two
 

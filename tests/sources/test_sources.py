@@ -25,7 +25,6 @@ from pipeline.sources.audioset import parse_segments_csv
 from tests.support.audioset import AUDIOSET_CSV, CLASS_LABELS
 
 
-
 def wav_bytes(seconds=0.5, rate=16000, fmt="WAV") -> bytes:
     buffer = io.BytesIO()
     sf.write(buffer, np.zeros(int(seconds * rate), np.float32) + 0.1, rate, format=fmt)

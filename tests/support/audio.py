@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+
 def make_tone(seconds: float, rate: int = 16000, channels: int = 1, seed: int = 0) -> np.ndarray:
     """A chirp plus noise, float32 [channels, samples]; different per seed."""
     rng = np.random.default_rng(seed)

@@ -30,6 +30,7 @@ from .checkpoint import (
     load_state_dict,
     resolve_checkpoint,
 )
+from .device_errors import is_out_of_memory
 from .encoder import (
     AUDIOMAE_PREFIX,
     LSTM_PREFIX,
@@ -37,7 +38,6 @@ from .encoder import (
     VQ_CODEBOOK_KEY,
     SemantiCodecEncoder,
 )
-from .device_errors import is_out_of_memory
 from .fbank import window_batch_fbank
 from .precision import DTYPES, check_fp32_matmuls, precision_for
 from .prepare import PreparedClip, gather_windows, prepare_clip
