@@ -452,7 +452,7 @@ def print_flags(report: dict) -> None:
         _say(f"[{flag['severity']}] {flag['kind']}: {_one_line(Exception(flag['message']))}"[:300])
 
 
-# --- the export job (helper E's export_corpus) ------------------------------------------------
+# --- the export job (pipeline/corpus/export.py) -----------------------------------------------
 
 def export_main(argv: list[str] | None = None) -> int:
     """Entry point of `semanticodec-export` and `python jobs/export_corpus.py`."""
