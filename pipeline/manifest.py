@@ -20,25 +20,29 @@ def run_totals(summaries: list[dict]) -> dict:
     """Sum the write tasks' one-row summaries."""
     totals = Counter()
     failure_types: Counter = Counter()
+    retryable_types: Counter = Counter()
+    dtypes: dict = {}
     for summary in summaries:
         for key in ("token_rows", "failed", "retryable", "inputs_done", "token_pairs", "shards",
                     "encoder_passes", "encoder_windows"):
             totals[key] += int(summary.get(key, 0))
         totals["audio_s"] += float(summary.get("audio_s", 0.0))
         failure_types.update(json.loads(summary.get("failure_types") or "{}"))
+        retryable_types.update(json.loads(summary.get("retryable_types") or "{}"))
+        dtypes = dtypes or json.loads(summary.get("encoder_dtypes_json") or "{}")
     out = dict(totals)
-    out["failure_types"] = dict(failure_types)
+    out.update(failure_types=dict(failure_types), retryable_types=dict(retryable_types), dtype_per_component=dtypes)
     return out
 
 
-def manifest_from_counts(*, config, source_kind: str, before: CommittedKeys, after: CommittedKeys,
-                         run: dict, provenance: dict | None, encoder: dict, wall_time_s: float,
-                         resumed: bool, retryable_ids: int) -> dict:
-    """`before`/`after`: the committed keys at the start and end of the run (`after` is `before`
-    plus this run's rows, kept by the driver as the summaries arrive)."""
-    complete = after.complete_ids()
-    tokenized = complete - after.failed
-    codec = {k: v for k, v in (provenance or after.provenance or {}).items() if k not in _RUN_ONLY_KEYS}
+def manifest_from_counts(*, config, source_kind: str, keys: CommittedKeys, run: dict, encoder: dict,
+                         wall_time_s: float, resumed: bool) -> dict:
+    """`keys`: the output's committed keys at the end of the run (those read at the start, plus this
+    run's write summaries folded in by the driver); `run`: `run_totals` of this run's summaries."""
+    complete = keys.complete_ids()
+    partial = keys.partial_ids(complete)
+    tokenized = complete - keys.failed
+    codec = {k: v for k, v in (keys.provenance or {}).items() if k not in _RUN_ONLY_KEYS}
     if not codec:  # nothing tokenized yet: what the run was asked for
         codec = {"codec": "semanticodec", "variant": f"semanticodec-r{config.token_rate}-v{config.semantic_vocab_size}",
                  "token_rate": config.token_rate, "semantic_vocab_size": config.semantic_vocab_size,
@@ -61,20 +65,21 @@ def manifest_from_counts(*, config, source_kind: str, before: CommittedKeys, aft
             "encoder": {
                 "forward_passes": passes, "windows": windows,
                 "mean_windows_per_pass": windows / passes if passes else 0.0,
-                "dtype_per_component": encoder.get("dtype_per_component") or {},
+                "dtype_per_component": run.get("dtype_per_component") or {},
             },
+            "retryable_types": run.get("retryable_types") or {},
             "config": {k: v for k, v in asdict(config).items()
                        if k not in ("aws_profile", "s3_endpoint_url", "s3_region", "s3_anon")},
         },
         "counts": {
-            "inputs": len(tokenized | after.failed | after.partial_ids()) + retryable_ids,
-            "tokenized": len(tokenized), "failed": len(after.failed), "retryable": retryable_ids,
-            "incomplete": len(after.partial_ids()),
-            "token_rows": after.token_rows, "token_files": after.token_files, "failure_files": after.failure_files,
-            "failures_by_type": dict(after.failure_types),
+            "inputs": len(tokenized | keys.failed | partial) + run.get("retryable", 0),
+            "tokenized": len(tokenized), "failed": len(keys.failed), "retryable": run.get("retryable", 0),
+            "incomplete": len(partial),
+            "token_rows": keys.token_rows, "token_files": keys.token_files, "failure_files": keys.failure_files,
+            "failures_by_type": dict(keys.failure_types),
         },
         "totals": {
-            "audio_hours": after.audio_s / 3600, "token_pairs": after.token_pairs, "tokens": 2 * after.token_pairs,
+            "audio_hours": keys.audio_s / 3600, "token_pairs": keys.token_pairs, "tokens": 2 * keys.token_pairs,
             "audio_seconds_per_second": run.get("audio_s", 0.0) / wall_time_s if wall_time_s else 0.0,
             "clips_per_second": this_run_rows / wall_time_s if wall_time_s else 0.0,
         },

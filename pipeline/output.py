@@ -87,9 +87,9 @@ class CommittedKeys:
             per_id[key] = per_id.get(key, 0) + 1
         return self.failed | {key for key, count in per_id.items() if count >= self.num_chunks[key]}
 
-    def partial_ids(self) -> set[str]:
-        """Inputs with some but not all chunks committed."""
-        return {key for key, _ in self.chunks} - self.complete_ids()
+    def partial_ids(self, complete: set[str] | None = None) -> set[str]:
+        """Inputs with some but not all chunks committed (`complete`: `complete_ids()`, if at hand)."""
+        return {key for key, _ in self.chunks} - (self.complete_ids() if complete is None else complete)
 
 
 def shard_digest(keys: list[tuple[str, int]]) -> str:

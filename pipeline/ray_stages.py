@@ -168,13 +168,11 @@ class EncoderActor:
     A device error (sticky CUDA error, OOM the codec could not split away) ends the actor process,
     so Ray restarts it and retries the batch: nothing is written as a failure for it."""
 
-    def __init__(self, codec_kwargs: dict, torch_threads: int | None = None, expected_identity: dict | None = None,
+    def __init__(self, codec_kwargs: dict, torch_threads: int | None = None,
                  inject_device_error_once: str | None = None) -> None:
         import torch
 
         from .codecs.semanticodec import SemantiCodec
-        from .errors import OutputError
-        from .identity import codec_identity, identity_differences
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
@@ -188,12 +186,6 @@ class EncoderActor:
         self.codec = SemantiCodec.from_pretrained(**kwargs)
         self.fault_marker = inject_device_error_once
         self.provenance = self.codec.provenance.to_dict()
-        if expected_identity is not None:
-            differences = identity_differences(expected_identity, codec_identity(self.provenance))
-            if differences:
-                raise OutputError(
-                    f"the output was tokenized with other weights ({differences}); resuming would mix corpora. "
-                    "Use the original --checkpoint, another --output, or --overwrite")
 
     def __call__(self, batch: dict) -> dict:
         from .codecs.semanticodec.device_errors import is_device_error

@@ -6,12 +6,12 @@ it needs a running Ray (the job script starts or joins one). The stages are the 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import pickle
 import time
 
+from . import __version__
 from .config import TokenizeConfig
 from .errors import Interrupted, OutputError
 from .fsutil import options_for
@@ -95,10 +95,8 @@ def _run(config, output: OutputFolder, lease: WriterLease, storage_options: dict
     output.check_fingerprint(run_fingerprint(variant=variant.name, dtype=config.dtype,
                                              chunk_windows=config.chunk_windows,
                                              tokens_schema_version=TOKENS_SCHEMA_VERSION), before.provenance)
-    expected_identity = None
     if before.provenance:  # resuming onto tokens: the weights must be the same (by hash, not location)
-        expected_identity = codec_identity(before.provenance)
-        check_same_weights(expected_identity, checkpoint, config, storage_options)
+        check_same_weights(codec_identity(before.provenance), checkpoint, config, storage_options)
     output.clear_retryable()
 
     limit_ids = None
@@ -108,6 +106,7 @@ def _run(config, output: OutputFolder, lease: WriterLease, storage_options: dict
         else:
             limit_ids = _first_ids(source, units, config.limit)
     complete = before.complete_ids()
+    partial = before.partial_ids(complete)
     units = [u for u in units if u.item is None or u.item.id not in complete]
     log.info("%s source %s: %d units to read (%d inputs already complete)", source.kind, config.source,
              len(units), len(complete))
@@ -121,11 +120,11 @@ def _run(config, output: OutputFolder, lease: WriterLease, storage_options: dict
     # Each row holds at least one 10.24 s window, so batches of `max_batch_windows` rows fill every
     # forward pass but the last of a batch (rows of long files hold up to `chunk_windows` windows).
     batch_rows = max(1, config.max_batch_windows)
-    run_info = {"pipeline_version": _version(), "batch_size": batch_rows, "max_batch_windows": config.max_batch_windows}
+    run_info = {"pipeline_version": __version__, "batch_size": batch_rows, "max_batch_windows": config.max_batch_windows}
     summaries: list[dict] = []
-    after = before
+    keys = before  # from here on, this run's summaries are folded in as they arrive
     if units:
-        skip_ref = ray.put((complete, before.chunks, before.partial_ids()))
+        skip_ref = ray.put((complete, before.chunks, partial))
         # units travel pickled: an Arrow column of bytes, not Python objects Arrow cannot type
         ds = ray.data.from_items([{"unit": pickle.dumps(u)} for u in units], override_num_blocks=min(len(units), 1000))
         ds = ds.flat_map(ReadDecode(source, variant, skip_ref, chunk_windows=config.chunk_windows,
@@ -133,7 +132,6 @@ def _run(config, output: OutputFolder, lease: WriterLease, storage_options: dict
         ds = ds.map_batches(
             EncoderActor,
             fn_constructor_kwargs={"codec_kwargs": codec_kwargs, "torch_threads": resources["threads"],
-                                   "expected_identity": expected_identity,
                                    "inject_device_error_once": os.environ.get("PIPELINE_INJECT_DEVICE_ERROR_ONCE")},
             batch_size=batch_rows,
             compute=ray.data.ActorPoolStrategy(min_size=resources["min"], max_size=resources["max"]),
@@ -142,17 +140,12 @@ def _run(config, output: OutputFolder, lease: WriterLease, storage_options: dict
         ds = ds.map_batches(write_batch, batch_size=config.rows_per_file,
                             fn_kwargs={"output": output, "run_info": run_info})
         total_inputs = len(units) if limit_ids is None and all(u.item is not None for u in units) else None
-        summaries = _consume(ds, after, lease, total_inputs, progress)
-    run = run_totals(summaries)
-    retryable = sum(len(_json_list(s.get("retryable_ids_json"))) for s in summaries)
+        summaries = _consume(ds, keys, lease, total_inputs, progress)
     manifest = manifest_from_counts(
-        config=config, source_kind=source.kind, before=before, after=after, run=run, provenance=None,
-        encoder={"batch_rows": batch_rows, "num_encoders": resources["max"], "device": resources["device"],
-                 "dtype_per_component": next((json.loads(s["encoder_dtypes_json"]) for s in summaries
-                                              if s.get("encoder_dtypes_json")), {})},
-        wall_time_s=time.time() - started, resumed=resumed, retryable_ids=retryable,
+        config=config, source_kind=source.kind, keys=keys, run=run_totals(summaries),
+        encoder={"batch_rows": batch_rows, "num_encoders": resources["max"], "device": resources["device"]},
+        wall_time_s=time.time() - started, resumed=resumed,
     )
-    manifest["run"]["retryable_types"] = _merge_counts(s.get("retryable_types") for s in summaries)
     output.write_manifest(manifest)
     write_dataset_card(config.output, storage_options or None)
     return manifest
@@ -187,35 +180,13 @@ def _consume(ds, keys, lease: WriterLease, total_inputs: int | None, progress: b
             failed += int(summary["failed"]) + int(summary["retryable"])
             bar.update(int(summary["inputs_done"]))
             elapsed = max(time.time() - t0, 1e-9)
-            bar.set_postfix_str(f"{audio_s / 3600:.3f} audio-h, {audio_s / 3600 / elapsed * 3600:.2f} audio-h/h, "
+            bar.set_postfix_str(f"{audio_s / 3600:.3f} audio-h, {audio_s / elapsed:.2f} audio-h/h, "
                                 f"{failed} failed", refresh=False)
     except KeyboardInterrupt:
         bar.close()
         raise Interrupted(sum(int(s["shards"]) for s in summaries)) from None
-    except OutputError:
-        raise
-    except Exception as error:
-        cause = _user_error_cause(error)
-        if cause is not None:
-            raise cause from None
-        raise
     bar.close()
     return summaries
-
-
-def _user_error_cause(error: BaseException):
-    """A UserError raised inside a Ray worker (e.g. the encoder refusing other weights), unwrapped."""
-    from .errors import UserError
-
-    seen = error
-    for _ in range(8):
-        if isinstance(seen, UserError):
-            return seen
-        nxt = getattr(seen, "cause", None) or seen.__cause__ or seen.__context__
-        if nxt is None or nxt is seen:
-            break
-        seen = nxt
-    return None
 
 
 def _first_ids(source, units, limit: int) -> set[str]:
@@ -232,23 +203,3 @@ def _first_ids(source, units, limit: int) -> set[str]:
 def source_split(config) -> str | None:
     """The HF dataset split to read: the one given, or AudioSet's balanced train split by default."""
     return config.split or ("bal_train" if config.source.startswith(AUDIOSET_HF) else None)
-
-
-def _json_list(text) -> list:
-    return json.loads(text) if text else []
-
-
-def _merge_counts(texts) -> dict:
-    from collections import Counter
-
-    total: Counter = Counter()
-    for text in texts:
-        total.update(json.loads(text or "{}"))
-    return dict(total)
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
-

@@ -71,5 +71,4 @@ def write_records(output: OutputFolder, records: list, provenance: dict) -> dict
         # the keys committed, so the driver keeps the output's state without reading shards again
         "token_keys_json": json.dumps([[r.info.id, r.info.chunk_index, r.info.num_chunks] for r in encoded]),
         "failed_ids_json": json.dumps([f.id for f in failures if not f.retryable]),
-        "retryable_ids_json": json.dumps([f.id for f in failures if f.retryable]),
     }
