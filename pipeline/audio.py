@@ -170,3 +170,110 @@ class StreamingResampler:
         out = np.concatenate(outs) if len(outs) > 1 else outs[0]
         self.emitted += len(out)
         return out
+
+
+# --- resampling deferred to the encoder (`--resample-on encoder`) ---------------------------------
+
+class SpanCutter:
+    """Cut a signal into the resampler input spans of its consecutive 16 kHz chunks, streamed.
+
+    The official resampler is a strided convolution over the signal zero-padded by `width` on the
+    left and `width + orig` on the right: output frame j (`new` samples) reads padded input
+    [j·orig, j·orig + kernel size). A chunk of `chunk_out` output samples, a multiple of `new`,
+    therefore reads one contiguous span of the padded input; consecutive spans overlap by
+    kernel size − orig samples. `resample_spans` turns each span back into exactly its chunk's
+    samples of the whole-signal resample (up to float rounding of the convolution), on any
+    device, so a decode task can ship spans and leave the resampling to the encoder's GPU.
+
+    `push` source samples, then `finish`; each returns the (span, output sample count) pairs it
+    completed. Memory: the span being filled plus the one returned.
+    """
+
+    def __init__(self, orig_rate: int, new_rate: int, length: int, chunk_out: int) -> None:
+        if not self.supported(orig_rate, new_rate, chunk_out):
+            raise ValueError(f"{chunk_out} output samples per chunk is not a whole number of "
+                             f"{orig_rate}→{new_rate} Hz resampler frames")
+        transform = resampler(orig_rate, new_rate)
+        self.orig, self.new = orig_rate // transform.gcd, new_rate // transform.gcd
+        self.width, self.size = transform.width, transform.kernel.shape[-1]
+        self.length, self.chunk_out = length, chunk_out
+        self.total = resampled_length(orig_rate, new_rate, length)
+        self.spans = [self._span(start) for start in range(0, self.total, chunk_out)]
+        self.next_span, self.current, self.filled = 0, None, 0
+        self.ready: list = []
+        self._start_span()
+        self._feed(np.zeros(self.width, np.float32))
+
+    @staticmethod
+    def supported(orig_rate: int, new_rate: int, chunk_out: int) -> bool:
+        return orig_rate != new_rate and chunk_out % (new_rate // math.gcd(orig_rate, new_rate)) == 0
+
+    def push(self, samples: np.ndarray) -> list[tuple[np.ndarray, int]]:
+        self._feed(np.asarray(samples, np.float32))
+        return self._take()
+
+    def finish(self) -> list[tuple[np.ndarray, int]]:
+        self._feed(np.zeros(self.width + self.orig, np.float32))
+        if self.current is not None:
+            raise ValueError("span cutter finished before its last span was filled: fewer samples than announced")
+        return self._take()
+
+    def _span(self, start: int) -> tuple[int, int, int]:
+        """(lo, hi, output count) in padded-input coordinates of the chunk starting at output `start`."""
+        end = min(start + self.chunk_out, self.total)
+        first_frame, end_frame = start // self.new, -(-end // self.new)
+        return first_frame * self.orig, (end_frame - 1) * self.orig + self.size, end - start
+
+    def _start_span(self, overlap: np.ndarray | None = None) -> None:
+        if self.next_span == len(self.spans):
+            self.current = None
+            return
+        lo, hi, _ = self.spans[self.next_span]
+        self.current = np.empty(hi - lo, np.float32)
+        self.filled = 0 if overlap is None else len(overlap)
+        if overlap is not None:
+            self.current[: len(overlap)] = overlap
+
+    def _feed(self, samples: np.ndarray) -> None:
+        while len(samples) and self.current is not None:
+            used = min(len(self.current) - self.filled, len(samples))
+            self.current[self.filled:self.filled + used] = samples[:used]
+            self.filled, samples = self.filled + used, samples[used:]
+            if self.filled == len(self.current):
+                lo, _, count = self.spans[self.next_span]
+                done = self.current
+                self.ready.append((done, count))
+                self.next_span += 1
+                next_lo = self.spans[self.next_span][0] if self.next_span < len(self.spans) else None
+                self._start_span(None if next_lo is None else done[next_lo - lo:])
+
+    def _take(self) -> list[tuple[np.ndarray, int]]:
+        ready, self.ready = self.ready, []
+        return ready
+
+
+@lru_cache(maxsize=64)
+def _kernel_on(orig_rate: int, new_rate: int, device: str):
+    return resampler(orig_rate, new_rate).kernel.to(device)
+
+
+def resample_spans(spans: list, orig_rates: list[int], counts: list[int], new_rate: int = TARGET_SAMPLE_RATE_HZ,
+                   device: str = "cpu") -> list:
+    """`SpanCutter` spans (numpy or torch, each with its source rate and output count) → float32
+    tensors of `counts` samples at `new_rate`, on `device`. Spans of one rate and length (the
+    usual batch of same-format clips) go through one convolution."""
+    import torch
+
+    out: list = [None] * len(spans)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, (span, rate) in enumerate(zip(spans, orig_rates)):
+        groups.setdefault((int(rate), len(span)), []).append(index)
+    for (rate, _), indices in groups.items():
+        kernel = _kernel_on(rate, new_rate, str(device))
+        stride = rate // math.gcd(rate, new_rate)
+        host = torch.stack([torch.as_tensor(spans[i], dtype=torch.float32) for i in indices])
+        frames = torch.nn.functional.conv1d(host.to(device, non_blocking=True)[:, None], kernel, stride=stride)
+        samples = frames.transpose(1, 2).reshape(len(indices), -1)
+        for row, index in enumerate(indices):
+            out[index] = samples[row, : counts[index]]
+    return out

@@ -11,6 +11,11 @@ the exact official path. A longer one is streamed: blocks of `READ_BLOCK_FRAMES`
 being filled plus the one the caller holds, a block and the item's own bytes, whatever the
 file's length.
 
+With `resample=False` (`--resample-on encoder`) a decode task does not resample: each chunk of
+audio not at 16 kHz carries its resampler input span at the source rate (`audio.SpanCutter`,
+streamed the same way), and the encoder turns it into the same 16 kHz samples on its device
+(`encoding.resample_spans_on_device`). Chunk boundaries, lengths and every rule below are the same.
+
 Rules a decode enforces (each breach is a `Failure` with stage "decode", never retryable):
 - Lengths: WAV/FLAC/Ogg headers give exact frame counts and a file that decodes short of its
   header is truncated. MP3's count is libsndfile's estimate, so for MP3 the decoded samples are
@@ -36,7 +41,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .audio import StreamingResampler, resampled_length, resampler
+from .audio import SpanCutter, StreamingResampler, resampled_length, resampler
 from .codecs.semanticodec.variants import SAMPLE_RATE_HZ, SEGMENT_SAMPLES
 from .errors import AudioInputError
 from .records import STAGE_DECODE, AudioChunk, ChunkInfo, Failure, SourceItem
@@ -52,15 +57,22 @@ SEGMENT_END_TOLERANCE_S = 0.5
 SEGMENT_END_TOLERANCE = 0.01
 
 
-def decode_item(item: SourceItem, *, chunk_windows: int, max_duration_s: float) -> Iterator[AudioChunk | Failure]:
-    """The item's chunks (AudioChunk, in order), or its Failure; see the module docstring."""
+def decode_item(item: SourceItem, *, chunk_windows: int, max_duration_s: float,
+                resample: bool = True) -> Iterator[AudioChunk | Failure]:
+    """The item's chunks (AudioChunk, in order), or its Failure; see the module docstring.
+
+    `resample=False` leaves the resampling to the encoder: a chunk of audio not at 16 kHz then
+    carries its resampler input span (`AudioChunk.resample_from` = the source rate), see
+    `audio.SpanCutter`."""
     if item.failure is not None:
         yield item.failure
         return
     try:
         source = _Decode(item.data)
         try:
-            yield from _decode(item, source, chunk_windows * SEGMENT_SAMPLES, max_duration_s)
+            chunk_samples = chunk_windows * SEGMENT_SAMPLES
+            spans = not resample and SpanCutter.supported(source.rate, SAMPLE_RATE_HZ, chunk_samples)
+            yield from _decode(item, source, chunk_samples, max_duration_s, _cut_spans if spans else None)
         finally:
             source.handle.close()
     except Exception as error:  # noqa: BLE001 - AudioInputError or any decoder error is this input's failure
@@ -120,7 +132,9 @@ class _Decode:
         return sum(len(block) for block in self.blocks(0, None))
 
 
-def _decode(item: SourceItem, source: _Decode, chunk_samples: int, max_duration_s: float) -> Iterator[AudioChunk]:
+def _decode(item: SourceItem, source: _Decode, chunk_samples: int, max_duration_s: float,
+            cut_spans=None) -> Iterator[AudioChunk]:
+    """`cut_spans` (when resampling is left to the encoder) replaces both resampling paths."""
     warnings: list[str] = []
     whole_frames = chunk_samples  # up to one chunk's worth of samples at the source rate: decoded whole
     frames = source.frames
@@ -130,12 +144,18 @@ def _decode(item: SourceItem, source: _Decode, chunk_samples: int, max_duration_
             _check_estimate(item, source, len(samples), warnings)
             first, last = _segment(item, source.rate, len(samples))
             _check_duration(source, first, last, max_duration_s)
+            if cut_spans:
+                yield from cut_spans(item, source, [samples[first:last]], last - first, chunk_samples, warnings)
+                return
             yield from _resample_and_cut(item, source, samples[first:last], chunk_samples, warnings)
             return
         frames = source.count_frames()  # the streamed path needs the exact length up front
         _check_estimate(item, source, frames, warnings)
     first, last = _segment(item, source.rate, frames)
     _check_duration(source, first, last, max_duration_s)
+    if cut_spans:
+        yield from cut_spans(item, source, source.blocks(first, last - first), last - first, chunk_samples, warnings)
+        return
     if last - first > whole_frames:
         yield from _decode_streamed(item, source, first, last, chunk_samples, warnings)
         return
@@ -226,6 +246,31 @@ def _decode_streamed(item, source: _Decode, first: int, last: int, chunk_samples
         raise AudioDecodeError(f"resampled length mismatch: {index} of {count} chunks")  # a bug, not the input
 
 
+def _cut_spans(item, source: _Decode, blocks, length: int, chunk_samples: int, warnings) -> Iterator[AudioChunk]:
+    """Chunks holding resampler input spans at the source rate, for the encoder to resample."""
+    if length == 0:
+        raise AudioInputError("no samples (0-length audio)")
+    cutter = SpanCutter(source.rate, SAMPLE_RATE_HZ, length, chunk_samples)
+    count = len(cutter.spans)
+    index, decoded = 0, 0
+
+    def chunks(spans) -> Iterator[AudioChunk]:
+        nonlocal index
+        for span, output in spans:
+            _check_peak(item, source, warnings)
+            yield _chunk(item, source, span, index, count, chunk_samples, warnings, span_output=output)
+            index += 1
+
+    for block in blocks:
+        decoded += len(block)
+        yield from chunks(cutter.push(block))
+    if decoded < length:
+        if source.exact_length:
+            raise AudioDecodeError(f"truncated: header says {length} frames, only {decoded} decoded")
+        raise AudioDecodeError(f"decoded {decoded} frames of the {length} counted")  # a bug, not the input
+    yield from chunks(cutter.finish())
+
+
 def _check_peak(item: SourceItem, source: _Decode, warnings: list[str]) -> None:
     if source.peak > 1.0 and not any(w.startswith("peak") for w in warnings):
         warnings.append(f"peak {source.peak:.2g} > 1.0: float audio not in [-1, 1]")
@@ -233,14 +278,18 @@ def _check_peak(item: SourceItem, source: _Decode, warnings: list[str]) -> None:
 
 
 def _chunk(item: SourceItem, source: _Decode, samples: np.ndarray, index: int, count: int, chunk_samples: int,
-           warnings: list[str]) -> AudioChunk:
+           warnings: list[str], *, span_output: int | None = None) -> AudioChunk:
+    """A chunk of 16 kHz `samples`, or (`span_output` given) a resampler input span at the source
+    rate that the encoder turns into `span_output` 16 kHz samples."""
     meta = item.meta
     if warnings:
         meta = {**(item.meta or {}), "warning": "; ".join(warnings)}
     info = ChunkInfo(
         id=item.id, uri=item.uri, chunk_index=index, num_chunks=count,
-        chunk_start_s=index * chunk_samples / SAMPLE_RATE_HZ, duration_s=len(samples) / SAMPLE_RATE_HZ,
+        chunk_start_s=index * chunk_samples / SAMPLE_RATE_HZ,
+        duration_s=(len(samples) if span_output is None else span_output) / SAMPLE_RATE_HZ,
         source_sample_rate=int(source.rate), source_channels=int(source.channels),
         labels=item.labels, human_labels=item.human_labels, meta=meta,
     )
-    return AudioChunk(info=info, waveform=np.ascontiguousarray(samples, dtype=np.float32))
+    return AudioChunk(info=info, waveform=np.ascontiguousarray(samples, dtype=np.float32),
+                      resample_from=0 if span_output is None else int(source.rate))

@@ -64,6 +64,9 @@ class TokenizeConfig(S3Config):
                          "the first)", choices=("refuse", "first"))
     rows_per_file: int = option(256, "token rows per Parquet shard")
     chunk_windows: int = option(DEFAULT_CHUNK_WINDOWS, "long files are cut into chunks of N x 10.24 s")
+    resample_on: str = option("decode", "where audio not at 16 kHz is resampled: decode (the CPU decode tasks) "
+                              "or encoder (the encoder's device: frees decode CPU on GPU nodes; same "
+                              "resampler, tokens agree up to float rounding)", choices=("decode", "encoder"))
     max_duration_s: float = option(DEFAULT_MAX_DURATION_S, "inputs longer than this many seconds are recorded "
                                    "as failures")
     read_retries: int = option(3, "attempts to read an input before recording a retryable failure")

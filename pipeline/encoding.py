@@ -12,9 +12,10 @@ import logging
 
 import numpy as np
 
+from .audio import resample_spans
 from .codecs.semanticodec.device_errors import is_device_error
 from .codecs.semanticodec.lengths import row_token_count, segment_count
-from .codecs.semanticodec.prepare import PreparedClip
+from .codecs.semanticodec.prepare import PreparedClip, prepare_clip
 from .codecs.semanticodec.variants import SAMPLE_RATE_HZ
 from .records import STAGE_ENCODE, AudioChunk, EncodedChunk, Failure
 
@@ -30,12 +31,30 @@ def prepared(chunk: AudioChunk, token_rate: int) -> PreparedClip:
                         kept_tokens=row_token_count(info.duration_s, info.chunk_index, info.num_chunks, token_rate))
 
 
+def resample_spans_on_device(codec, chunks: list[AudioChunk]) -> list[AudioChunk]:
+    """Chunks whose decode left the resampling to the encoder (`resample_from`): their spans are
+    resampled on the codec's device (one convolution per source rate and span length), then
+    prepared (pad, centre) as a decode task would have; the others pass unchanged."""
+    pending = [index for index, chunk in enumerate(chunks) if chunk.resample_from]
+    if not pending:
+        return chunks
+    waves = resample_spans(
+        [chunks[i].waveform for i in pending], [chunks[i].resample_from for i in pending],
+        [int(round(chunks[i].info.duration_s * SAMPLE_RATE_HZ)) for i in pending], SAMPLE_RATE_HZ, codec.device,
+    )
+    chunks = list(chunks)
+    for index, wave in zip(pending, waves):
+        chunks[index] = AudioChunk(chunks[index].info, prepare_clip(wave, codec.variant).samples)
+    return chunks
+
+
 def encode_chunks(codec, chunks: list[AudioChunk]) -> list[EncodedChunk | Failure]:
     """All chunks in one packed call (the codec fills forward passes of `max_batch_windows`); when
     it fails for a reason of content, chunk by chunk, so the chunk at fault becomes a Failure and
     the others still get their tokens."""
     if not chunks:
         return []
+    chunks = resample_spans_on_device(codec, chunks)
     rate = codec.variant.token_rate
     try:
         tokens = codec.encode_prepared([prepared(chunk, rate) for chunk in chunks])

@@ -31,7 +31,7 @@ _FAILURE_COLUMNS = ("failure_stage", "failure_type", "failure_message", "failure
 def records_to_batch(records: list[AudioChunk | EncodedChunk | Failure], extra: dict | None = None) -> dict:
     """Columns for a Ray batch; every row has every column (Ray batches are rectangular)."""
     columns: dict[str, list] = {name: [] for name in _INFO_FIELDS}
-    columns.update({name: [] for name in ("waveform", "semantic", "acoustic", *_FAILURE_COLUMNS)})
+    columns.update({name: [] for name in ("waveform", "resample_from", "semantic", "acoustic", *_FAILURE_COLUMNS)})
     empty_audio, empty_tokens = np.zeros(0, np.float32), np.zeros(0, np.uint16)
     for record in records:
         if isinstance(record, Failure):
@@ -43,6 +43,7 @@ def records_to_batch(records: list[AudioChunk | EncodedChunk | Failure], extra: 
             value = getattr(info, name)
             columns[name].append(json.dumps(value) if name in _JSON_FIELDS else value)
         columns["waveform"].append(record.waveform if isinstance(record, AudioChunk) else empty_audio)
+        columns["resample_from"].append(record.resample_from if isinstance(record, AudioChunk) else 0)
         encoded = isinstance(record, EncodedChunk)
         columns["semantic"].append(record.semantic if encoded else empty_tokens)
         columns["acoustic"].append(record.acoustic if encoded else empty_tokens)
@@ -74,7 +75,8 @@ def batch_to_records(batch: dict) -> list[AudioChunk | EncodedChunk | Failure]:
         if len(semantic) or len(batch["waveform"][i]) == 0:
             records.append(EncodedChunk(info, np.asarray(semantic, np.uint16), np.asarray(batch["acoustic"][i], np.uint16)))
         else:
-            records.append(AudioChunk(info, np.asarray(batch["waveform"][i], np.float32)))
+            records.append(AudioChunk(info, np.asarray(batch["waveform"][i], np.float32),
+                                      int(batch["resample_from"][i])))
     return records
 
 
@@ -98,9 +100,10 @@ class ReadDecode:
     Inputs already complete are skipped, and chunks already committed are dropped (resume)."""
 
     def __init__(self, source, variant, skip_ref, *, chunk_windows: int, max_duration_s: float,
-                 limit_ids: set[str] | None = None) -> None:
+                 limit_ids: set[str] | None = None, resample: bool = True) -> None:
         self.source, self.variant, self.skip_ref = source, variant, skip_ref
         self.chunk_windows, self.max_duration_s, self.limit_ids = chunk_windows, max_duration_s, limit_ids
+        self.resample = resample  # False: the encoder resamples (chunks carry resampler input spans)
 
     def __call__(self, row: dict):
         from .audio_decode import decode_item
@@ -111,14 +114,17 @@ class ReadDecode:
             if item.id in skip.complete or (self.limit_ids is not None and item.id not in self.limit_ids):
                 continue
             emitted = False
-            for record in decode_item(item, chunk_windows=self.chunk_windows, max_duration_s=self.max_duration_s):
+            for record in decode_item(item, chunk_windows=self.chunk_windows, max_duration_s=self.max_duration_s,
+                                      resample=self.resample):
                 if isinstance(record, Failure):
                     yield _one_row(_partial_aware(record, skip, emitted))
                     break
                 if (record.info.id, record.info.chunk_index) in skip.chunks:
                     continue
                 emitted = True
-                yield _one_row(AudioChunk(record.info, prepare_clip(record.waveform, self.variant).samples))
+                if not record.resample_from:  # a span is prepared by the encoder, after resampling
+                    record = AudioChunk(record.info, prepare_clip(record.waveform, self.variant).samples)
+                yield _one_row(record)
 
 
 def _partial_aware(failure: Failure, skip, emitted: bool = False) -> Failure:

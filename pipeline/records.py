@@ -76,10 +76,15 @@ class ChunkInfo:
 
 @dataclass(slots=True)
 class AudioChunk:
-    """A decoded chunk: mono 16 kHz float32 samples, ready for the encoder."""
+    """A decoded chunk: mono 16 kHz float32 samples, ready for the encoder.
+
+    With `resample_from` set (resampling left to the encoder), `waveform` is instead the chunk's
+    resampler input span at that source rate (`audio.SpanCutter`); the encoder resamples it to
+    `info.duration_s` x 16 kHz samples."""
 
     info: ChunkInfo
     waveform: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    resample_from: int = 0
 
     @property
     def key(self) -> tuple[str, int]:

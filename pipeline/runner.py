@@ -128,7 +128,8 @@ def _run(config, output: OutputFolder, lease: WriterLease, storage_options: dict
         # units travel pickled: an Arrow column of bytes, not Python objects Arrow cannot type
         ds = ray.data.from_items([{"unit": pickle.dumps(u)} for u in units], override_num_blocks=min(len(units), 1000))
         ds = ds.flat_map(ReadDecode(source, variant, skip_ref, chunk_windows=config.chunk_windows,
-                                    max_duration_s=config.max_duration_s, limit_ids=limit_ids))
+                                    max_duration_s=config.max_duration_s, limit_ids=limit_ids,
+                                    resample=config.resample_on == "decode"))
         ds = ds.map_batches(
             EncoderActor,
             fn_constructor_kwargs={"codec_kwargs": codec_kwargs, "torch_threads": resources["threads"],

@@ -60,3 +60,38 @@ def test_streaming_resampler_matches_whole_signal_resampling(rate, group, monkey
     delta = float(np.abs(got - expected).max())
     print(f"streaming resample {rate} Hz -> 16 kHz, groups of {group} samples: max |Δ| = {delta:.3g}")
     assert delta <= 1e-6
+
+
+# --- resampling deferred to the encoder: spans -----------------------------------------------------
+
+@pytest.mark.parametrize("rate", RATES)
+@pytest.mark.parametrize("length", [1, 7, 3 * 16000 + 11, 40 * 16000 + 5])
+def test_span_cutter_spans_resample_to_the_whole_signal_resample(rate, length):
+    """Chunks cut as resampler input spans, pushed in odd-sized blocks and resampled span by span,
+    give the whole-signal resample's samples: same count, max |Δ| within float rounding."""
+    length = length * rate // 16000 or 1
+    samples = np.random.default_rng(length).uniform(-1, 1, length).astype(np.float32)
+    expected = AF.resample(torch.from_numpy(samples)[None], rate, 16000)[0]
+    chunk_out = 163840
+    cutter = audio.SpanCutter(rate, 16000, length, chunk_out)
+    spans = [pair for start in range(0, length, 30011) for pair in cutter.push(samples[start:start + 30011])]
+    spans += cutter.finish()
+    assert len(spans) == max(1, -(-len(expected) // chunk_out))
+    assert [count for _, count in spans[:-1]] == [chunk_out] * (len(spans) - 1)
+    got = torch.cat(audio.resample_spans([s for s, _ in spans], [rate] * len(spans), [c for _, c in spans]))
+    assert got.shape == expected.shape
+    delta = float((got - expected).abs().max())
+    print(f"spans {rate} Hz, {length} samples -> {len(spans)} chunks: max |Δ| = {delta:.3g}")
+    assert delta <= 1e-6
+
+
+def test_span_cutter_refuses_chunks_that_split_a_resampler_frame_and_short_input():
+    # 44.1 kHz -> 16 kHz: resampler frames of 160 output samples; a chunk of 16,001 splits one
+    assert audio.SpanCutter.supported(44100, 16000, 163840) and not audio.SpanCutter.supported(44100, 16000, 16001)
+    assert not audio.SpanCutter.supported(16000, 16000, 163840)  # nothing to resample
+    with pytest.raises(ValueError, match="not a whole number"):
+        audio.SpanCutter(44100, 16000, 1000, 16001)
+    cutter = audio.SpanCutter(48000, 16000, 480000, 163840)
+    cutter.push(np.zeros(100000, np.float32))
+    with pytest.raises(ValueError, match="fewer samples than announced"):
+        cutter.finish()

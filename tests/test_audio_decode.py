@@ -192,3 +192,47 @@ def test_decode_peak_memory_is_bounded_by_chunks_not_file_length(tmp_path):
     assert count == int(np.ceil(minutes * 60 * SAMPLE_RATE_HZ / (chunk_windows * SEGMENT_SAMPLES)))
     assert grown < 2 * chunk_bytes + 48 * 2**20
     assert grown < decoded_bytes / 4
+
+
+# --- resampling left to the encoder ---------------------------------------------------------------
+
+@pytest.mark.parametrize(("rate", "seconds", "chunk_windows", "fmt"), [
+    (48000, 3.0, 30, "FLAC"),   # short: the whole-read path
+    (44100, 25.0, 1, "FLAC"),   # long: streamed, 3 chunks
+    (22050, 22.0, 1, "MP3"),    # estimated length: counted, then streamed
+    (16000, 5.0, 30, "WAV"),    # already 16 kHz: nothing to defer
+])
+def test_chunks_resampled_by_the_encoder_equal_the_decode_tasks_chunks(rate, seconds, chunk_windows, fmt):
+    """`resample=False` ships resampler input spans; resampled where the encoder does it
+    (`encoding.resample_spans_on_device`), they give the decode path's chunks: same rows, same
+    lengths, samples equal up to float rounding (max |Δ| printed)."""
+    from pipeline.codecs.semanticodec.prepare import prepare_clip
+    from pipeline.codecs.semanticodec.variants import SemantiCodecVariant
+    from pipeline.encoding import resample_spans_on_device
+
+    data = encode(signal(seconds, rate, channels=2), rate, fmt)
+    item = SourceItem(id="x", uri="/x", data=data)
+    on_cpu = list(decode_item(item, chunk_windows=chunk_windows, max_duration_s=LONG))
+    deferred = list(decode_item(item, chunk_windows=chunk_windows, max_duration_s=LONG, resample=False))
+    assert all(isinstance(c, AudioChunk) for c in on_cpu + deferred)
+    assert [c.info for c in deferred] == [c.info for c in on_cpu]
+    assert {c.resample_from for c in deferred} == ({0} if rate == 16000 else {rate})
+
+    variant = SemantiCodecVariant(100, 4096)
+    codec = type("Codec", (), {"device": "cpu", "variant": variant})()
+    if rate == 16000:
+        deferred = [AudioChunk(c.info, prepare_clip(c.waveform, variant).samples) for c in deferred]
+    resampled = resample_spans_on_device(codec, deferred)
+    assert all(not c.resample_from for c in resampled)
+    expected = [prepare_clip(c.waveform, variant).samples for c in on_cpu]
+    assert [len(c.waveform) for c in resampled] == [len(e) for e in expected]
+    delta = max(float(np.abs(c.waveform - e).max()) for c, e in zip(resampled, expected))
+    print(f"{rate} Hz {fmt}, {len(on_cpu)} chunks: resampled in the encoder vs the decode task, max |Δ| = {delta:.3g}")
+    assert delta <= 1e-6
+
+
+def test_deferred_resampling_still_fails_truncated_input():
+    data = encode(signal(25.0, 48000), 48000, "FLAC")
+    out = list(decode_item(SourceItem(id="x", uri="/x", data=data[: len(data) * 2 // 3]), chunk_windows=1,
+                           max_duration_s=LONG, resample=False))
+    assert isinstance(out[-1], Failure) and out[-1].stage == "decode" and not out[-1].retryable
