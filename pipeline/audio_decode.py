@@ -19,7 +19,9 @@ streamed the same way), and the encoder turns it into the same 16 kHz samples on
 Rules a decode enforces (each breach is a `Failure` with stage "decode", never retryable):
 - Lengths: WAV/FLAC/Ogg headers give exact frame counts and a file that decodes short of its
   header is truncated. MP3's count is libsndfile's estimate, so for MP3 the decoded samples are
-  trusted; a mismatch over `LENGTH_MISMATCH_WARN` is logged and noted in the chunks' meta.
+  trusted; a mismatch over `LENGTH_MISMATCH_WARN` is logged and noted in the chunks' meta. Formats
+  libsndfile does not read (AAC/M4A/MP4, WebM/Matroska, WMA, ...) are decoded with FFmpeg
+  (`audio_ffmpeg`, PyAV), their container durations treated as MP3's estimates.
 - Segments: `end_s` may lie at most max(`SEGMENT_END_TOLERANCE_S`, `SEGMENT_END_TOLERANCE` x the
   segment) past the file's end (the segment then ends with the file); further out the manifest
   does not describe this file and the input fails ("segment 10-20 s requested, file is 12.3 s").
@@ -68,40 +70,61 @@ def decode_item(item: SourceItem, *, chunk_windows: int, max_duration_s: float,
         yield item.failure
         return
     try:
-        source = _Decode(item.data)
+        source = _open(item.data)
         try:
             chunk_samples = chunk_windows * SEGMENT_SAMPLES
             spans = not resample and SpanCutter.supported(source.rate, SAMPLE_RATE_HZ, chunk_samples)
             yield from _decode(item, source, chunk_samples, max_duration_s, _cut_spans if spans else None)
         finally:
-            source.handle.close()
+            source.close()
     except Exception as error:  # noqa: BLE001 - AudioInputError or any decoder error is this input's failure
         yield Failure.from_error(item.id, item.uri, STAGE_DECODE, error)
 
 
 class AudioDecodeError(AudioInputError):
-    """Bytes that soundfile cannot decode (corrupt, truncated, not audio)."""
+    """Bytes that neither soundfile nor FFmpeg can decode (corrupt, truncated, not audio)."""
+
+
+def _open(data: bytes | None):
+    """The input opened with soundfile (libsndfile: WAV, FLAC, MP3, Ogg, AIFF, ...), or, for a format
+    libsndfile does not know (AAC/M4A, WebM, WMA, ...), with FFmpeg (`audio_ffmpeg`)."""
+    from .audio_ffmpeg import FFmpegReader
+
+    if not data:
+        raise AudioDecodeError("empty file (0 bytes)")
+    try:
+        return _Decode(data)
+    except AudioDecodeError as soundfile_error:
+        try:
+            reader = FFmpegReader(data)
+        except AudioInputError as ffmpeg_error:
+            raise AudioDecodeError(f"{str(soundfile_error).rstrip('.')}; {ffmpeg_error}") from None
+        if reader.rate <= 0:
+            raise AudioDecodeError(f"invalid sample rate {reader.rate}") from None
+        return reader
 
 
 class _Decode:
     """The open file and what is known of it: rate, channels, exact or estimated length."""
 
-    def __init__(self, data: bytes | None) -> None:
+    def __init__(self, data: bytes) -> None:
         import soundfile as sf
 
-        if not data:
-            raise AudioDecodeError("empty file (0 bytes)")
         self.buffer = io.BytesIO(data)
         try:
             self.handle = sf.SoundFile(self.buffer)
         except (sf.LibsndfileError, RuntimeError, TypeError) as error:
             raise self.decode_error(error) from error
         self.rate, self.channels, self.frames = self.handle.samplerate, self.handle.channels, self.handle.frames
+        self.format = self.handle.format
         self.exact_length = self.handle.format not in ESTIMATED_LENGTH_FORMATS
         self.float_audio = self.handle.subtype in FLOAT_SUBTYPES
         self.peak = 0.0
         if self.rate <= 0:
             raise AudioDecodeError(f"invalid sample rate {self.rate}")
+
+    def close(self) -> None:
+        self.handle.close()
 
     def decode_error(self, error: BaseException) -> AudioDecodeError:
         message = str(error).replace(f"Error opening {self.buffer!r}: ", "")
@@ -191,7 +214,7 @@ def _segment(item: SourceItem, rate: int, frames: int) -> tuple[int, int]:
 
 def _check_estimate(item: SourceItem, source: _Decode, decoded: int, warnings: list[str]) -> None:
     if source.frames and abs(decoded - source.frames) > LENGTH_MISMATCH_WARN * source.frames:
-        warnings.append(f"{source.handle.format} header says {source.frames} frames, {decoded} decoded "
+        warnings.append(f"{source.format} header says {source.frames} frames, {decoded} decoded "
                         "(estimated length; decoded samples kept)")
         log.warning("%s: %s", item.id, warnings[-1])
 

@@ -236,3 +236,58 @@ def test_deferred_resampling_still_fails_truncated_input():
     out = list(decode_item(SourceItem(id="x", uri="/x", data=data[: len(data) * 2 // 3]), chunk_windows=1,
                            max_duration_s=LONG, resample=False))
     assert isinstance(out[-1], Failure) and out[-1].stage == "decode" and not out[-1].retryable
+
+
+# --- formats libsndfile cannot read: FFmpeg (PyAV) ------------------------------------------------
+
+def ffmpeg_channel0(data: bytes) -> np.ndarray:
+    import av
+
+    with av.open(io.BytesIO(data)) as container:
+        frames = [f.to_ndarray()[0] for f in container.decode(container.streams.audio[0])]
+    return np.concatenate(frames).astype(np.float32)
+
+
+@pytest.mark.parametrize(("container", "codec", "rate"), [("mp4", "aac", 44100), ("webm", "libopus", 48000)])
+def test_aac_m4a_and_opus_webm_decode_through_ffmpeg(container, codec, rate):
+    """Valid AAC (.m4a) and Opus-in-WebM files, which libsndfile does not read, are decoded by FFmpeg:
+    channel 0 at 16 kHz by the official resampler, source rate and channels recorded."""
+    from tests.support.audio import ffmpeg_bytes, make_tone
+
+    data = ffmpeg_bytes(make_tone(3.0, rate, channels=2), rate, container, codec)
+    with pytest.raises(sf.LibsndfileError):
+        sf.info(io.BytesIO(data))
+    [chunk] = decode(data)
+    assert isinstance(chunk, AudioChunk), chunk
+    expected = AF.resample(torch.from_numpy(ffmpeg_channel0(data))[None], rate, SAMPLE_RATE_HZ)[0].numpy()
+    np.testing.assert_array_equal(chunk.waveform, expected)
+    assert (chunk.info.source_sample_rate, chunk.info.source_channels) == (rate, 2)
+    assert chunk.info.duration_s == pytest.approx(3.0, abs=0.1)  # AAC adds its encoder delay
+
+
+def test_long_m4a_is_streamed_in_chunks_equal_to_the_whole_file_path_and_segments_work():
+    from tests.support.audio import ffmpeg_bytes, make_tone
+
+    data = ffmpeg_bytes(make_tone(25.0, 44100), 44100)
+    [whole] = decode(data, chunk_windows=30)
+    streamed = decode(data, chunk_windows=1)
+    assert [c.info.chunk_index for c in streamed] == [0, 1, 2] and {c.info.num_chunks for c in streamed} == {3}
+    joined = np.concatenate([c.waveform for c in streamed])
+    assert joined.shape == whole.waveform.shape and float(np.abs(joined - whole.waveform).max()) <= 1e-6
+    [segment] = decode(data, start_s=5.0, end_s=7.5)
+    expected = AF.resample(torch.from_numpy(ffmpeg_channel0(data)[5 * 44100:int(7.5 * 44100)])[None], 44100,
+                           SAMPLE_RATE_HZ)[0].numpy()
+    np.testing.assert_array_equal(segment.waveform, expected)
+    deferred = decode_item(SourceItem(id="x", uri="/x", data=data), chunk_windows=1, max_duration_s=LONG,
+                           resample=False)
+    assert [c.resample_from for c in deferred] == [44100] * 3
+
+
+def test_bytes_neither_decoder_reads_fail_with_both_reasons():
+    from tests.support.audio import ffmpeg_bytes, make_tone
+
+    [junk] = decode(b"not audio at all" * 100)
+    assert junk.stage == "decode" and "soundfile cannot decode it" in junk.message and "FFmpeg" in junk.message
+    data = ffmpeg_bytes(make_tone(3.0, 44100), 44100)
+    [cut] = decode(data[: len(data) // 2])  # an .m4a cut short: its index (moov) is at the end
+    assert isinstance(cut, Failure) and cut.stage == "decode" and not cut.retryable

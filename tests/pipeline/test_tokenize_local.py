@@ -114,6 +114,28 @@ def test_resampling_on_the_encoder_gives_the_decode_paths_rows_and_tokens(ray_lo
     assert same / total >= 0.99
 
 
+def test_m4a_and_webm_files_in_a_folder_are_tokenized(ray_local, small_checkpoint, codec, tmp_path):
+    """AAC (.m4a) and Opus (.webm), which libsndfile cannot read, are found in a folder and tokenized
+    (through FFmpeg), with the tokens the codec gives for the same decoded audio."""
+    import av
+
+    from tests.support.audio import ffmpeg_bytes, make_tone
+
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    (folder / "voice.m4a").write_bytes(ffmpeg_bytes(make_tone(4.0, 44100, channels=2), 44100, "mp4", "aac"))
+    (folder / "music.webm").write_bytes(ffmpeg_bytes(make_tone(2.5, 48000, seed=1), 48000, "webm", "libopus"))
+    out = tmp_path / "out"
+    manifest = run_tokenize(config(folder, out, small_checkpoint), progress=False)
+    tokens, failures, _ = read_output(out)
+    assert not failures and manifest["counts"]["tokenized"] == 2
+    got = tokens_by_id(tokens)
+    for name, rate in (("voice.m4a", 44100), ("music.webm", 48000)):
+        with av.open(str(folder / name)) as container:
+            channel0 = np.concatenate([f.to_ndarray()[0] for f in container.decode(container.streams.audio[0])])
+        np.testing.assert_array_equal(got[name], codec.encode([channel0.astype(np.float32)], rate)[0], err_msg=name)
+
+
 def test_output_schema_provenance_and_readers(ray_local, samples, small_checkpoint, tmp_path):
     out = tmp_path / "out"
     run_tokenize(config(samples, out, small_checkpoint), progress=False)

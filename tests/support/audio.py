@@ -33,3 +33,26 @@ def write_flac_clips(folder: Path, count: int, seconds: float = 10.0, rate: int 
     for i, name in enumerate(names):
         (folder / name).write_bytes(flac_bytes(seconds, seed=i, rate=rate))
     return names
+
+
+def ffmpeg_bytes(wave: np.ndarray, rate: int, container: str = "mp4", codec: str = "aac") -> bytes:
+    """`wave` [channels, samples] encoded with FFmpeg through PyAV: AAC in MP4 (an .m4a), Opus in
+    WebM, ... (formats libsndfile cannot read)."""
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format=container) as out:
+        stream = out.add_stream(codec, rate=rate)
+        stream.layout = "stereo" if wave.shape[0] == 2 else "mono"
+        planar = stream.codec_context.format.is_planar
+        frame_size = stream.codec_context.frame_size or 1024
+        for start in range(0, wave.shape[1], frame_size):
+            block = np.ascontiguousarray(wave[:, start:start + frame_size], dtype=np.float32)
+            data = block if planar else block.T.reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(data, format="fltp" if planar else "flt", layout=stream.layout.name)
+            frame.sample_rate, frame.pts = rate, start
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buffer.getvalue()
