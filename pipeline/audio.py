@@ -261,17 +261,21 @@ def resample_spans(spans: list, orig_rates: list[int], counts: list[int], new_ra
                    device: str = "cpu") -> list:
     """`SpanCutter` spans (numpy or torch, each with its source rate and output count) → float32
     tensors of `counts` samples at `new_rate`, on `device`. Spans of one rate and length (the
-    usual batch of same-format clips) go through one convolution."""
+    usual batch of same-format clips) go through one convolution, uploaded from one (pinned, for
+    CUDA) host buffer without waiting; nothing is read back."""
     import torch
 
     out: list = [None] * len(spans)
     groups: dict[tuple[int, int], list[int]] = {}
     for index, (span, rate) in enumerate(zip(spans, orig_rates)):
         groups.setdefault((int(rate), len(span)), []).append(index)
-    for (rate, _), indices in groups.items():
+    pin = torch.device(device).type == "cuda"
+    for (rate, length), indices in groups.items():
         kernel = _kernel_on(rate, new_rate, str(device))
         stride = rate // math.gcd(rate, new_rate)
-        host = torch.stack([torch.as_tensor(spans[i], dtype=torch.float32) for i in indices])
+        host = torch.empty((len(indices), length), dtype=torch.float32, pin_memory=pin)
+        for row, index in enumerate(indices):
+            host[row].copy_(torch.as_tensor(spans[index], dtype=torch.float32))
         frames = torch.nn.functional.conv1d(host.to(device, non_blocking=True)[:, None], kernel, stride=stride)
         samples = frames.transpose(1, 2).reshape(len(indices), -1)
         for row, index in enumerate(indices):

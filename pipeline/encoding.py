@@ -34,7 +34,8 @@ def prepared(chunk: AudioChunk, token_rate: int) -> PreparedClip:
 def resample_spans_on_device(codec, chunks: list[AudioChunk]) -> list[AudioChunk]:
     """Chunks whose decode left the resampling to the encoder (`resample_from`): their spans are
     resampled on the codec's device (one convolution per source rate and span length), then
-    prepared (pad, centre) as a decode task would have; the others pass unchanged."""
+    prepared (pad, centre) there, as a decode task would have on the host; the audio stays on the
+    device until the encoder's passes gather it. The others pass unchanged."""
     pending = [index for index, chunk in enumerate(chunks) if chunk.resample_from]
     if not pending:
         return chunks

@@ -141,3 +141,36 @@ def test_cuda_pass_has_no_host_sync_and_only_two_non_blocking_uploads(traces, dt
     assert all(o["non_blocking"] and o["in_devices"] == ["cpu"] for _, o in transfers)
     later_cpu = [o["op"] for o in trace.ops[2:] if "cpu" in o["out_devices"] + o["in_devices"]]
     assert not later_cpu, f"ops touching host tensors inside the pass: {later_cpu}"
+
+
+def test_resampling_on_the_device_uploads_spans_once_and_reads_nothing_back(monkeypatch):
+    """`--resample-on encoder` on CUDA: a batch of same-format spans is uploaded in one
+    non-blocking copy, resampled, prepared (pad, centre) and gathered into the pass's window batch
+    on the device; nothing is read back to the host. (Pinning needs a driver: the host buffer is
+    left pageable here.)"""
+    import numpy as np
+
+    from pipeline import audio
+    from pipeline.codecs.semanticodec.prepare import gather_windows, prepare_clip
+
+    empty = torch.empty
+    monkeypatch.setattr(torch, "empty", lambda *args, pin_memory=False, **kwargs: empty(*args, **kwargs))
+    spans = [np.zeros(491_561, np.float32) for _ in range(3)]  # 48 kHz spans of 10 s chunks
+    audio.resampler(48000, 16000)  # the real kernel, cached before fake mode (it must not cache a fake one)
+    audio._kernel_on.cache_clear()
+    try:
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            audio._kernel_on(48000, 16000, "cuda")  # built and uploaded once per process
+            with DeviceTrace() as trace:
+                waves = audio.resample_spans(spans, [48000] * 3, [160_000] * 3, device="cuda")
+                clips = [prepare_clip(wave, SemantiCodecVariant(100, SEMANTIC_VOCAB)) for wave in waves]
+                batch, is_last = gather_windows(clips, [(0, 0), (1, 0), (2, 0)], pin_memory=False)
+    finally:
+        audio._kernel_on.cache_clear()
+    assert batch.device.type == "cuda" and tuple(batch.shape) == (3, WINDOW_INPUT_SAMPLES)
+    assert is_last.device.type == "cpu" and tuple(is_last.shape) == (3,)  # uploaded by the pass itself
+    uploads = [o for o in trace.ops if "cpu" in o["in_devices"] and "cuda" in o["out_devices"]]
+    assert len(uploads) == 1 and uploads[0]["non_blocking"], uploads
+    assert not [o for o in trace.ops if "cuda" in o["in_devices"] and "cpu" in o["out_devices"]]
+    assert not [o["op"] for o in trace.ops if o["op"] in HOST_READS]
+    assert sum(o["op"] == "aten.convolution.default" for o in trace.ops) == 1
