@@ -10,11 +10,9 @@ import subprocess
 import sys
 import tarfile
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import soundfile as sf
 
 import pipeline.sources.base as source_base
 from pipeline.errors import ConfigError, SourceError
@@ -31,12 +29,7 @@ from pipeline.sources import (
     open_source,
     split_member_uri,
 )
-
-
-def wav_bytes(seconds=0.2, rate=16000, fmt="WAV") -> bytes:
-    buffer = io.BytesIO()
-    sf.write(buffer, np.full(int(seconds * rate), 0.1, np.float32), rate, format=fmt)
-    return buffer.getvalue()
+from tests.support.audio import wav_bytes
 
 
 def read_all(source):

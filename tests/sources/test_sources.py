@@ -6,11 +6,9 @@ import io
 import json
 import tarfile
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import soundfile as sf
 
 from pipeline.errors import SourceError
 from pipeline.sources import (
@@ -22,13 +20,8 @@ from pipeline.sources import (
     open_source,
 )
 from pipeline.sources.audioset import parse_segments_csv
+from tests.support.audio import wav_bytes
 from tests.support.audioset import AUDIOSET_CSV, CLASS_LABELS
-
-
-def wav_bytes(seconds=0.5, rate=16000, fmt="WAV") -> bytes:
-    buffer = io.BytesIO()
-    sf.write(buffer, np.zeros(int(seconds * rate), np.float32) + 0.1, rate, format=fmt)
-    return buffer.getvalue()
 
 
 def read_all(source):

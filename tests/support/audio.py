@@ -17,6 +17,15 @@ def make_tone(seconds: float, rate: int = 16000, channels: int = 1, seed: int = 
     return np.stack(waves).astype(np.float32)
 
 
+def wav_bytes(seconds: float = 0.5, rate: int = 16000, fmt: str = "WAV") -> bytes:
+    """A short constant (0.1) mono file in `fmt`: bytes for tests of sources, not of audio."""
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, np.full(int(seconds * rate), 0.1, np.float32), rate, format=fmt)
+    return buffer.getvalue()
+
+
 def flac_bytes(seconds: float, seed: int = 0, rate: int = 16000) -> bytes:
     """A mono FLAC file of `make_tone` audio."""
     import soundfile as sf
