@@ -1,6 +1,7 @@
 """Hugging Face datasets in Parquet layout: `hf://datasets/<repo>` or local Parquet files.
 
-Rows carry an `audio` struct {bytes, path} (the `Audio(decode=False)` layout); the bytes are
+Rows carry an audio struct {bytes, path} (the `Audio(decode=False)` layout; the column `datasets`
+declared an `Audio` feature, whatever its name, else `audio`); the bytes are
 decoded later with soundfile, never with datasets' torchcodec path. Files are read one row group
 at a time inside Ray tasks, so a large dataset streams. `labels`/`human_labels` are carried
 through and other scalar columns go into `meta`; the id is the row's `video_id`/`id` column when
@@ -25,14 +26,33 @@ HF_DATASETS_PREFIX = "hf://datasets/"
 AUDIO_COLUMN = "audio"
 
 
-def is_hf_audio_parquet(schema) -> bool:
-    """True for a Parquet schema with an HF `audio` struct column holding `bytes`."""
+def audio_column(schema) -> str | None:
+    """The column holding the audio: the one `datasets` declared an `Audio` feature in the file's
+    metadata (any name: `audio`, `speech`, `wav`, ...), else a column named `audio`; it must be a
+    struct with `bytes`. None when there is none."""
+    import json
+
+    declared = []
+    try:
+        features = json.loads((schema.metadata or {}).get(b"huggingface", b"{}")).get("info", {}).get("features", {})
+        declared = [name for name, spec in features.items() if isinstance(spec, dict) and spec.get("_type") == "Audio"]
+    except (ValueError, AttributeError):
+        pass  # no or unreadable datasets metadata: fall back to the name
+    for name in [*declared, AUDIO_COLUMN]:
+        if name in schema.names and _is_bytes_struct(schema.field(name).type):
+            return name
+    return None
+
+
+def _is_bytes_struct(kind) -> bool:
     import pyarrow as pa
 
-    if AUDIO_COLUMN not in schema.names:
-        return False
-    kind = schema.field(AUDIO_COLUMN).type
     return pa.types.is_struct(kind) and "bytes" in [kind.field(i).name for i in range(kind.num_fields)]
+
+
+def is_hf_audio_parquet(schema) -> bool:
+    """True for a Parquet schema with an HF audio struct column holding `bytes` (see `audio_column`)."""
+    return audio_column(schema) is not None
 
 
 def _usable_id_column(schema) -> bool:
@@ -76,6 +96,11 @@ class HFParquetSource(Source):
             yield read_failure(unit.key, unit.uri, error)
             return
         schema = parquet.schema_arrow
+        audio_col = audio_column(schema)
+        if audio_col is None:
+            yield failed_item(unit.key, unit.uri, STAGE_READ, "no audio column (a struct with bytes, declared as "
+                              "an Audio feature or named 'audio') in this Parquet file", "NoAudioColumn")
+            return
         id_col = next((c for c in ID_COLUMNS if c in schema.names), None)
         if id_col and not _usable_id_column(schema.field(id_col).type):
             yield failed_item(unit.key, unit.uri, STAGE_READ, f"id column {id_col!r} has type "
@@ -86,7 +111,7 @@ class HFParquetSource(Source):
             for group in range(parquet.num_row_groups):
                 records = self.with_retries(lambda group=group: parquet.read_row_group(group).to_pylist())
                 for record in records:
-                    yield _row_item(unit, record, row, id_col)
+                    yield _row_item(unit, record, row, id_col, audio_col)
                     row += 1
         except Exception as error:  # noqa: BLE001 - the rows read stay, the rest is one failure
             yield failed_item(unit.key, unit.uri, STAGE_READ,
@@ -95,7 +120,7 @@ class HFParquetSource(Source):
                               error_type=type(error).__name__, retryable=is_transient(error))
 
 
-def _row_item(unit: WorkUnit, record: dict, row: int, id_col: str | None) -> SourceItem:
+def _row_item(unit: WorkUnit, record: dict, row: int, id_col: str | None, audio_col: str) -> SourceItem:
     positional = f"{unit.key}#{row}"
     uri = row_uri(unit.uri, row)
     raw_id = record.get(id_col) if id_col else None
@@ -103,11 +128,11 @@ def _row_item(unit: WorkUnit, record: dict, row: int, id_col: str | None) -> Sou
     problem = id_problem(item_id)
     if problem:  # the failure is kept under the row's position, never a rewritten id
         return failed_item(positional, uri, STAGE_READ, problem, "InvalidId")
-    audio = record.get(AUDIO_COLUMN) or {}
+    audio = record.get(audio_col) or {}
     data = audio.get("bytes")
     if not data:
         return failed_item(item_id, uri, STAGE_READ, "row has no audio bytes", "MissingAudioBytes")
-    meta = scalar_fields(record, exclude=(AUDIO_COLUMN, id_col, *LABEL_COLUMNS))
+    meta = scalar_fields(record, exclude=(audio_col, id_col, *LABEL_COLUMNS))
     return SourceItem(
         id=item_id, uri=uri, data=data, labels=split_labels(record.get("labels")),
         human_labels=split_labels(record.get("human_labels")), meta=meta or None,

@@ -94,6 +94,25 @@ def test_hf_parquet_layout_is_recognised_and_read(tmp_path):
     assert [i.id for i in read_all(only_file)] == ["eval.parquet#0", "eval.parquet#1", "eval.parquet#2"]
 
 
+def test_hf_dataset_whose_audio_feature_has_another_name_is_read(tmp_path):
+    """A Parquet file written by `datasets` with its Audio feature in a column named `speech` (as
+    some Hub datasets name it): the column is found from the file's `datasets` metadata."""
+    import datasets
+
+    rows = {"speech": [{"bytes": wav_bytes(0.3), "path": "a.wav"}, {"bytes": wav_bytes(0.4), "path": "b.wav"}],
+            "text": ["hello", "world"], "id": ["utt-1", "utt-2"]}
+    table = datasets.Dataset.from_dict(rows).cast_column("speech", datasets.Audio(decode=False))
+    table.to_parquet(str(tmp_path / "train.parquet"))
+    source = open_source(str(tmp_path / "train.parquet"))
+    assert isinstance(source, HFParquetSource)
+    items = read_all(source)
+    assert [(i.id, i.meta, len(i.data)) for i in items] == [
+        ("utt-1", {"text": "hello"}, len(wav_bytes(0.3))), ("utt-2", {"text": "world"}, len(wav_bytes(0.4)))]
+    pq.write_table(pa.table({"text": ["no audio here"]}), tmp_path / "other.parquet")
+    [failure] = read_all(HFParquetSource(str(tmp_path / "other.parquet")))
+    assert failure.failure.error_type == "NoAudioColumn"
+
+
 def test_tar_shards_with_json_metadata(tmp_path):
     shard = tmp_path / "shards" / "train-000.tar"
     shard.parent.mkdir()
