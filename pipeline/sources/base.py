@@ -26,8 +26,9 @@ from ..records import STAGE_READ, Failure, SourceItem
 
 log = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64",
-                    ".m4a", ".aac", ".mp4", ".webm", ".mka", ".wma")  # the last six through FFmpeg
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".au", ".w64",
+                    ".caf",  # libsndfile; then through FFmpeg:
+                    ".m4a", ".aac", ".mp4", ".webm", ".mka", ".wma", ".wv", ".ac3")
 DEFAULT_READ_RETRIES = 3
 RETRY_BACKOFF_S = 0.5  # first wait; doubled on each further attempt
 
