@@ -162,7 +162,7 @@ def _decode(item: SourceItem, source: _Decode, chunk_samples: int, max_duration_
     whole_frames = chunk_samples  # up to one chunk's worth of samples at the source rate: decoded whole
     frames = source.frames
     if not source.exact_length:
-        if frames <= whole_frames:  # short: decode it all, then cut the segment from the true length
+        if 0 < frames <= whole_frames:  # short: decode it all, then cut the segment from the true length
             samples = _concatenate(source.blocks(0, None))
             _check_estimate(item, source, len(samples), warnings)
             first, last = _segment(item, source.rate, len(samples))

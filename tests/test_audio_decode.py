@@ -291,3 +291,23 @@ def test_bytes_neither_decoder_reads_fail_with_both_reasons():
     data = ffmpeg_bytes(make_tone(3.0, 44100), 44100)
     [cut] = decode(data[: len(data) // 2])  # an .m4a cut short: its index (moov) is at the end
     assert isinstance(cut, Failure) and cut.stage == "decode" and not cut.retryable
+
+
+def test_a_file_whose_container_gives_no_length_is_counted_then_decoded(monkeypatch):
+    """A stream with no duration in its container (frame estimate 0) is counted first, not assumed
+    short and decoded whole: its chunks are those of the file with a known length."""
+    from pipeline import audio_ffmpeg
+    from tests.support.audio import ffmpeg_bytes, make_tone
+
+    data = ffmpeg_bytes(make_tone(25.0, 44100), 44100)
+    expected = decode(data, chunk_windows=1)
+    monkeypatch.setattr(audio_ffmpeg, "_estimated_frames", lambda *args: 0)
+    from pipeline import audio_decode
+
+    def whole(*args, **kwargs):
+        raise AssertionError("a file of unknown length was decoded whole")
+
+    monkeypatch.setattr(audio_decode, "_resample_and_cut", whole)
+    got = decode(data, chunk_windows=1)
+    assert [c.info for c in got] == [c.info for c in expected]
+    assert all(np.array_equal(a.waveform, b.waveform) for a, b in zip(got, expected))
