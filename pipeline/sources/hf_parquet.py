@@ -2,7 +2,7 @@
 
 Rows carry an audio struct {bytes, path} (the `Audio(decode=False)` layout; the column `datasets`
 declared an `Audio` feature, whatever its name, else `audio`); the bytes are
-decoded later with soundfile, never with datasets' torchcodec path. Files are read one row group
+decoded later with soundfile (or FFmpeg), never with datasets' torchcodec path. Files are read one row group
 at a time inside Ray tasks, so a large dataset streams. `labels`/`human_labels` are carried
 through and other scalar columns go into `meta`; the id is the row's `video_id`/`id` column when
 there is one (strings, or integers written in decimal), else `<file>#<row>`.
