@@ -10,11 +10,17 @@
 #    token agreement of the two paths.
 #
 # Needs torch/torchaudio 2.11 with CUDA, numpy, tqdm and soundfile, and the golden manifests the
-# synthetic full-size checkpoint is rebuilt from ($SEMANTICODEC_GOLDEN_DIR, default
-# ../shared/golden/semanticodec). On an image without soundfile, put its wheels (soundfile, cffi,
-# pycparser) in .whl/ and they are installed into /tmp/site first.
+# synthetic full-size checkpoint is rebuilt from ($SEMANTICODEC_GOLDEN_DIR, else .golden/ when present,
+# else ../shared/golden/semanticodec). On an image without soundfile, put its wheels (soundfile, cffi,
+# pycparser; Python 3.12 manylinux x86_64) in .whl/ and they are installed into /tmp/site first.
+# With this workplace's device tool: ignore /.whl/ and /.golden/ in .git/info/exclude, fill them
+# (pip download ... -d .whl soundfile cffi pycparser; cp ../shared/golden/semanticodec/* .golden/),
+# then run `bash bench/gpu_bench.sh $OUT` carrying [".whl", ".golden"].
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ -z "${SEMANTICODEC_GOLDEN_DIR:-}" ] && [ -d .golden ]; then
+    export SEMANTICODEC_GOLDEN_DIR="$PWD/.golden"
+fi
 if compgen -G ".whl/*.whl" >/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
     export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
