@@ -116,7 +116,7 @@ def _channel0(frame) -> np.ndarray:
 
 def _estimated_frames(container, stream, rate: int) -> int:
     if stream.duration and stream.time_base:
-        return int(round(float(stream.duration * stream.time_base) * rate))
+        return round(float(stream.duration * stream.time_base) * rate)
     if container.duration:
-        return int(round(container.duration / 1_000_000 * rate))
+        return round(container.duration / 1_000_000 * rate)
     return 0

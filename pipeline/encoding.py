@@ -41,7 +41,7 @@ def resample_spans_on_device(codec, chunks: list[AudioChunk]) -> list[AudioChunk
         return chunks
     waves = resample_spans(
         [chunks[i].waveform for i in pending], [chunks[i].resample_from for i in pending],
-        [int(round(chunks[i].info.duration_s * SAMPLE_RATE_HZ)) for i in pending], SAMPLE_RATE_HZ, codec.device,
+        [round(chunks[i].info.duration_s * SAMPLE_RATE_HZ) for i in pending], SAMPLE_RATE_HZ, codec.device,
     )
     chunks = list(chunks)
     for index, wave in zip(pending, waves):
