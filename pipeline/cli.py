@@ -311,6 +311,10 @@ def _tokenize(argv: list[str] | None) -> int:
                          manifest["run"].get("retryable_types") or {})
         _say(f"{retryable} inputs hit transient errors (see {_join(config.output, RETRYABLE_DIR)}/); "
              "rerun the same command to retry them")
+        missing = (manifest["run"].get("retryable_types") or {}).get("FileNotFoundError", 0)
+        if missing:
+            _say(f"{missing} of them do not exist; if they will not appear (clips never downloaded), rerun with "
+                 "--missing-inputs fail to record them as failures")
         return EXIT_RETRYABLE
     return 0
 

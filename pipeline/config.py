@@ -70,6 +70,9 @@ class TokenizeConfig(S3Config):
     max_duration_s: float = option(DEFAULT_MAX_DURATION_S, "inputs longer than this many seconds are recorded "
                                    "as failures")
     read_retries: int = option(3, "attempts to read an input before recording a retryable failure")
+    missing_inputs: str = option("retry", "an input whose file or object does not exist: retry (kept in "
+                                 "retryable/ and read again by the next run, exit 75) or fail (a final failure: "
+                                 "e.g. AudioSet clips that were never downloaded)", choices=("retry", "fail"))
     overwrite: bool = option(False, "delete the committed output and start afresh")
     qa_samples: int = option(0, "after the run, decode N sampled rows and write a spot-check report")
     qa_report: str | None = option(None, "local report folder (default: OUTPUT/qa_report, or ./qa_report for "

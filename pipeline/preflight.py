@@ -90,7 +90,7 @@ def check_source(config: TokenizeConfig, storage_options: dict) -> tuple[object,
     try:
         source = open_source(url, audio_root=config.audio_root, class_labels=config.class_labels,
                              split=source_split(config), storage_options=storage_options,
-                             read_retries=config.read_retries)
+                             read_retries=config.read_retries, missing_inputs=config.missing_inputs)
         units = dedupe_units(source.list_units(), config.dedupe)
     except UserError:
         raise

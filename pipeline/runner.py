@@ -87,7 +87,7 @@ def _run(config, output: OutputFolder, lease: WriterLease, storage_options: dict
         checkpoint = resolved_checkpoint(config)
         source = open_source(config.source, audio_root=config.audio_root, class_labels=config.class_labels,
                              split=source_split(config), storage_options=storage_options,
-                             read_retries=config.read_retries)
+                             read_retries=config.read_retries, missing_inputs=config.missing_inputs)
         units = dedupe_units(source.list_units(), config.dedupe)
 
     before = output.committed_keys()

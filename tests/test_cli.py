@@ -319,10 +319,19 @@ def test_transient_failures_exit_75_and_say_to_rerun(tmp_path):
     summary = json.loads(done.stdout)["summary"]
     assert (summary["tokenized"], summary["retryable"]) == (1, 1)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert lines[-1] == (f"1 inputs hit transient errors (see {out}/retryable/); "
-                         "rerun the same command to retry them"), lines[-5:]
+    assert lines[-2:] == [
+        f"1 inputs hit transient errors (see {out}/retryable/); rerun the same command to retry them",
+        "1 of them do not exist; if they will not appear (clips never downloaded), rerun with "
+        "--missing-inputs fail to record them as failures"], lines[-5:]
     assert f"1 inputs hit transient errors; see {out}/retryable/" in lines  # then its type and reason
     assert any(line.startswith("    gone: ") for line in lines), lines[-6:]
+    # the user says the missing file will not appear: the rerun reads only it and records it as final
+    done = run_ray_job(["--source", str(manifest), "--output", str(out), *SYNTHETIC, "--quiet",
+                        "--missing-inputs", "fail"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)["summary"]
+    assert (summary["tokenized"], summary["failed"], summary["retryable"]) == (1, 1, 0)
+    assert summary["failures_by_type"] == {"FileNotFoundError": 1}
 
 
 def test_forgotten_checkpoint_with_the_hub_unreachable(tmp_path, audio):

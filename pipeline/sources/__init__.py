@@ -32,6 +32,7 @@ def open_source(
     split: str | None = None,
     storage_options: dict | None = None,
     read_retries: int = DEFAULT_READ_RETRIES,
+    missing_inputs: str = "retry",
 ) -> Source:
     """The right Source for `url`: a folder/prefix/glob of audio files, a manifest
     (.csv/.jsonl/.json/.parquet with an audio path column, NeMo or Lhotse JSONL), HF-layout Parquet
@@ -39,7 +40,7 @@ def open_source(
     (with `audio_root`). Checks first that the source exists and can be read: any problem is a
     `SourceError` with one line saying what is wrong."""
     options = dict(storage_options or {})
-    common = {"storage_options": options, "read_retries": read_retries}
+    common = {"storage_options": options, "read_retries": read_retries, "missing_inputs": missing_inputs}
     if url.startswith(HF_DATASETS_PREFIX):
         return HFParquetSource(url, split=split, **common)
     with user_errors(url):

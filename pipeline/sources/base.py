@@ -70,6 +70,7 @@ class Source:
     url: str
     storage_options: dict = field(default_factory=dict)
     read_retries: int = DEFAULT_READ_RETRIES  # attempts per fetch before a retryable failure is recorded
+    missing_inputs: str = "retry"  # an input that does not exist: "retry" (retryable) or "fail" (final)
 
     kind = "base"
 
@@ -89,6 +90,12 @@ class Source:
         from ..fsutil import url_to_fs
 
         return url_to_fs(url or self.url, self.storage_options)
+
+    def read_failure(self, id: str, uri: str, error: BaseException) -> SourceItem:
+        """`read_failure`, with this source's rule for inputs that do not exist."""
+        if self.missing_inputs == "fail" and isinstance(error, FileNotFoundError):
+            return failed_item(id, uri, STAGE_READ, error)
+        return read_failure(id, uri, error)
 
     def with_retries(self, fetch: Callable[[], T]) -> T:
         return with_retries(fetch, self.read_retries)

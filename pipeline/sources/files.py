@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Iterator
 
 from ..records import SourceItem
-from .base import AUDIO_EXTENSIONS, Source, WorkUnit, protocol_prefix, read_failure, relative_id, single_unit
+from .base import AUDIO_EXTENSIONS, Source, WorkUnit, protocol_prefix, relative_id, single_unit
 from .ids import check_ids
 
 GLOB_CHARS = "*?["
@@ -37,6 +37,6 @@ class FilesSource(Source):
         try:
             data = self.fetch(unit.uri)
         except Exception as error:  # noqa: BLE001 - any read problem is recorded against this input
-            yield read_failure(known.id, unit.uri, error)
+            yield self.read_failure(known.id, unit.uri, error)
             return
         yield dataclasses.replace(known, uri=unit.uri, data=data)

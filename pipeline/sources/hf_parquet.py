@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ..errors import SourceError
 from ..records import STAGE_READ, SourceItem
-from .base import Source, WorkUnit, failed_item, is_transient, protocol_prefix, read_failure, relative_id
+from .base import Source, WorkUnit, failed_item, is_transient, protocol_prefix, relative_id
 from .files import has_glob
 from .ids import id_problem
 from .manifest import ID_COLUMNS, LABEL_COLUMNS, scalar_fields, split_labels
@@ -93,7 +93,7 @@ class HFParquetSource(Source):
         try:
             parquet = self.with_retries(open_file)
         except Exception as error:  # noqa: BLE001 - recorded against the file, the run goes on
-            yield read_failure(unit.key, unit.uri, error)
+            yield self.read_failure(unit.key, unit.uri, error)
             return
         schema = parquet.schema_arrow
         audio_col = audio_column(schema)

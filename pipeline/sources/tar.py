@@ -23,7 +23,6 @@ from .base import (
     failed_item,
     is_transient,
     protocol_prefix,
-    read_failure,
     relative_id,
 )
 from .files import has_glob
@@ -56,7 +55,7 @@ class TarSource(Source):
         try:
             handle = self.with_retries(open_stream)
         except Exception as error:  # noqa: BLE001 - recorded against the shard, the run goes on
-            yield read_failure(unit.key, unit.uri, error)
+            yield self.read_failure(unit.key, unit.uri, error)
             return
         key, members, groups, last_member = None, {}, 0, None
         try:

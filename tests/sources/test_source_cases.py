@@ -307,3 +307,16 @@ def test_missing_s3_credentials_are_one_line():
                          check=False)
     assert out.stdout.strip() == ("no AWS credentials found for s3://bucket/audio/: set AWS_ACCESS_KEY_ID/"
                                   "AWS_SECRET_ACCESS_KEY or --aws-profile (or --s3-anon for a public bucket)"), out.stderr
+
+
+def test_a_missing_input_is_retryable_unless_the_user_says_it_will_not_appear(tmp_path):
+    (tmp_path / "here.wav").write_bytes(wav_bytes())
+    listing = tmp_path / "list.csv"
+    listing.write_text(f"id,uri\nhere,{tmp_path / 'here.wav'}\ngone,{tmp_path / 'gone.wav'}\n")
+    for policy, retryable in (("retry", True), ("fail", False)):
+        items = {i.id: i for i in read_all(open_source(str(listing), missing_inputs=policy))}
+        assert items["here"].data and items["here"].failure is None
+        failure = items["gone"].failure
+        assert (failure.stage, failure.error_type, failure.retryable) == ("read", "FileNotFoundError", retryable)
+    denied = source_base.Source("x", missing_inputs="fail").read_failure("x", "/x", PermissionError("denied"))
+    assert denied.failure.retryable  # only "does not exist" is made final; a denied read may pass
