@@ -65,11 +65,11 @@ def test_streaming_resampler_matches_whole_signal_resampling(rate, group, monkey
 # --- resampling deferred to the encoder: spans -----------------------------------------------------
 
 @pytest.mark.parametrize("rate", RATES)
-@pytest.mark.parametrize("length", [1, 7, 3 * 16000 + 11, 40 * 16000 + 5])
-def test_span_cutter_spans_resample_to_the_whole_signal_resample(rate, length):
+@pytest.mark.parametrize("samples_at_16k", [1, 7, 3 * 16000 + 11, 40 * 16000 + 5])
+def test_span_cutter_spans_resample_to_the_whole_signal_resample(rate, samples_at_16k):
     """Chunks cut as resampler input spans, pushed in odd-sized blocks and resampled span by span,
     give the whole-signal resample's samples: same count, max |Δ| within float rounding."""
-    length = length * rate // 16000 or 1
+    length = samples_at_16k * rate // 16000 or 1  # the same durations at every rate
     samples = np.random.default_rng(length).uniform(-1, 1, length).astype(np.float32)
     expected = AF.resample(torch.from_numpy(samples)[None], rate, 16000)[0]
     chunk_out = 163840
