@@ -83,15 +83,11 @@ def check_s3_credentials(config: TokenizeConfig) -> None:
 
 def check_source(config: TokenizeConfig, storage_options: dict) -> tuple[object, list]:
     """The source opens and lists (a manifest is read, so a missing uri column shows here)."""
-    from .runner import source_split
-    from .sources import dedupe_units, open_source
+    from .runner import open_config_source
 
     url = config.source
     try:
-        source = open_source(url, audio_root=config.audio_root, class_labels=config.class_labels,
-                             split=source_split(config), storage_options=storage_options,
-                             read_retries=config.read_retries, missing_inputs=config.missing_inputs)
-        units = dedupe_units(source.list_units(), config.dedupe)
+        source, units = open_config_source(config, storage_options)
     except UserError:
         raise
     except FileNotFoundError:

@@ -20,7 +20,7 @@ from .lease import WriterLease
 from .manifest import manifest_from_counts, run_totals
 from .output import OutputFolder
 from .schema import TOKENS_SCHEMA_VERSION
-from .sources import open_source
+from .sources import dedupe_units, open_source
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,14 @@ def resolved_checkpoint(config: TokenizeConfig) -> str:
     return resolve_checkpoint_location(config.checkpoint, config.token_rate, config.semantic_vocab_size)
 
 
+def open_config_source(config: TokenizeConfig, storage_options: dict) -> tuple[object, list]:
+    """The source `config` names, opened with its settings, and its units, deduplicated."""
+    source = open_source(config.source, audio_root=config.audio_root, class_labels=config.class_labels,
+                         split=source_split(config), storage_options=storage_options,
+                         read_retries=config.read_retries, missing_inputs=config.missing_inputs)
+    return source, dedupe_units(source.list_units(), config.dedupe)
+
+
 def run_tokenize(config: TokenizeConfig, *, progress: bool = True, resolved=None) -> dict:
     """Tokenize `config.source` into `config.output`; returns the manifest. Raises UserError
     subclasses for the user's mistakes and `Interrupted` on Ctrl-C (committed shards stay).
@@ -78,17 +86,13 @@ def _run(config, output: OutputFolder, lease: WriterLease, storage_options: dict
     from .codecs.semanticodec.variants import SemantiCodecVariant
     from .dataset_card import write_dataset_card
     from .ray_stages import EncoderActor, ReadDecode, write_batch
-    from .sources import dedupe_units
 
     variant = SemantiCodecVariant(config.token_rate, config.semantic_vocab_size)
     if resolved is not None:
         source, units, checkpoint = resolved.source, list(resolved.units), resolved.checkpoint
     else:
         checkpoint = resolved_checkpoint(config)
-        source = open_source(config.source, audio_root=config.audio_root, class_labels=config.class_labels,
-                             split=source_split(config), storage_options=storage_options,
-                             read_retries=config.read_retries, missing_inputs=config.missing_inputs)
-        units = dedupe_units(source.list_units(), config.dedupe)
+        source, units = open_config_source(config, storage_options)
 
     before = output.committed_keys()
     resumed = bool(before.chunks or before.failed)
