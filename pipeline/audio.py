@@ -196,7 +196,7 @@ class SpanCutter:
         transform = resampler(orig_rate, new_rate)
         self.orig, self.new = orig_rate // transform.gcd, new_rate // transform.gcd
         self.width, self.size = transform.width, transform.kernel.shape[-1]
-        self.length, self.chunk_out = length, chunk_out
+        self.chunk_out = chunk_out
         self.total = resampled_length(orig_rate, new_rate, length)
         self.spans = [self._span(start) for start in range(0, self.total, chunk_out)]
         self.next_span, self.current, self.filled = 0, None, 0

@@ -74,7 +74,7 @@ def decode_item(item: SourceItem, *, chunk_windows: int, max_duration_s: float,
         try:
             chunk_samples = chunk_windows * SEGMENT_SAMPLES
             spans = not resample and SpanCutter.supported(source.rate, SAMPLE_RATE_HZ, chunk_samples)
-            yield from _decode(item, source, chunk_samples, max_duration_s, _cut_spans if spans else None)
+            yield from _decode(item, source, chunk_samples, max_duration_s, spans)
         finally:
             source.close()
     except Exception as error:  # noqa: BLE001 - AudioInputError or any decoder error is this input's failure
@@ -156,8 +156,8 @@ class _Decode:
 
 
 def _decode(item: SourceItem, source: _Decode, chunk_samples: int, max_duration_s: float,
-            cut_spans=None) -> Iterator[AudioChunk]:
-    """`cut_spans` (when resampling is left to the encoder) replaces both resampling paths."""
+            spans: bool = False) -> Iterator[AudioChunk]:
+    """`spans` (resampling left to the encoder): `_cut_spans` replaces both resampling paths."""
     warnings: list[str] = []
     whole_frames = chunk_samples  # up to one chunk's worth of samples at the source rate: decoded whole
     frames = source.frames
@@ -167,8 +167,8 @@ def _decode(item: SourceItem, source: _Decode, chunk_samples: int, max_duration_
             _check_estimate(item, source, len(samples), warnings)
             first, last = _segment(item, source.rate, len(samples))
             _check_duration(source, first, last, max_duration_s)
-            if cut_spans:
-                yield from cut_spans(item, source, [samples[first:last]], last - first, chunk_samples, warnings)
+            if spans:
+                yield from _cut_spans(item, source, [samples[first:last]], last - first, chunk_samples, warnings)
                 return
             yield from _resample_and_cut(item, source, samples[first:last], chunk_samples, warnings)
             return
@@ -176,8 +176,8 @@ def _decode(item: SourceItem, source: _Decode, chunk_samples: int, max_duration_
         _check_estimate(item, source, frames, warnings)
     first, last = _segment(item, source.rate, frames)
     _check_duration(source, first, last, max_duration_s)
-    if cut_spans:
-        yield from cut_spans(item, source, source.blocks(first, last - first), last - first, chunk_samples, warnings)
+    if spans:
+        yield from _cut_spans(item, source, source.blocks(first, last - first), last - first, chunk_samples, warnings)
         return
     if last - first > whole_frames:
         yield from _decode_streamed(item, source, first, last, chunk_samples, warnings)

@@ -282,6 +282,12 @@ class SemantiCodec:
         next_out = 0
         in_flight: deque = deque()  # one pass runs on the device while the next is gathered
 
+        def in_order() -> Iterator[np.ndarray]:
+            nonlocal next_out
+            while next_out in finished:
+                yield finished.pop(next_out)
+                next_out += 1
+
         def collect(parts) -> None:
             for part_windows, host_tokens, done in parts:
                 if done is not None:
@@ -297,14 +303,10 @@ class SemantiCodec:
             in_flight.append(self._run_pass(clips, windows[start : start + limit]))
             if len(in_flight) > 1:
                 collect(in_flight.popleft())
-            while next_out in finished:
-                yield finished.pop(next_out)
-                next_out += 1
+            yield from in_order()
         while in_flight:
             collect(in_flight.popleft())
-        while next_out in finished:
-            yield finished.pop(next_out)
-            next_out += 1
+        yield from in_order()
 
     def _run_pass(self, clips, windows: list[tuple[int, int]]) -> list:
         """Launch one forward pass; on out-of-memory, empty the cache and retry once in two halves."""
