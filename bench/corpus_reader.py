@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.corpus import PackedTokenDataset, TokenCorpus
-from pipeline.output import TOKENS_DIR, OutputFolder, tokens_table
+from pipeline.output.folder import TOKENS_DIR, OutputFolder, tokens_table
 
 PROVENANCE = {"codec": "semanticodec", "variant": "semanticodec-r100-v16384", "token_rate": 100,
               "semantic_vocab_size": 16384, "acoustic_vocab_size": 8192, "files": {}}

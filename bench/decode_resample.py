@@ -2,7 +2,7 @@
 
 AudioSet clips are 10 s, 48 kHz, 24-bit FLAC (2 channels by default here). The bench writes
 `--clips` such clips (noise under tones, so FLAC has real work to do), then times
-`pipeline.audio_decode.decode_item` on them on ONE thread (torch and the process): bytes in
+`pipeline.audio.load.decode_item` on them on ONE thread (torch and the process): bytes in
 memory → channel 0 at 16 kHz in chunks, the work of one decode task per input. It times both
 places the resampling can run (`--resample-on`):
 
@@ -54,12 +54,12 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from pipeline.audio_decode import decode_item
+    from pipeline.audio.load import decode_item
     from pipeline.codecs.semanticodec.prepare import prepare_clip
     from pipeline.codecs.semanticodec.variants import SemantiCodecVariant
-    from pipeline.config import DEFAULT_CHUNK_WINDOWS, DEFAULT_MAX_DURATION_S
-    from pipeline.encoding import resample_spans_on_device
     from pipeline.records import AudioChunk, SourceItem
+    from pipeline.tokenize.config import DEFAULT_CHUNK_WINDOWS, DEFAULT_MAX_DURATION_S
+    from pipeline.tokenize.encode import resample_spans_on_device
 
     rng = np.random.default_rng(0)
     items = [SourceItem(id=f"clip{i}", uri=f"clip{i}.flac", data=make_clip(rng, args.seconds, args.rate, args.channels))
@@ -105,7 +105,7 @@ def agreement(items, decode_task, args) -> None:
 
     from pipeline.codecs.semanticodec import SemantiCodec
     from pipeline.codecs.semanticodec.synthetic import ensure_golden_checkpoint
-    from pipeline.encoding import encode_chunks
+    from pipeline.tokenize.encode import encode_chunks
 
     torch.set_num_threads(os.cpu_count() or 1)  # the timings above ran on one thread
     checkpoint = args.checkpoint or str(ensure_golden_checkpoint(100))

@@ -48,8 +48,8 @@ def main() -> None:
 
     from pipeline.codecs.semanticodec import SemantiCodec
     from pipeline.codecs.semanticodec.synthetic import ensure_golden_checkpoint
-    from pipeline.config import TokenizeConfig
-    from pipeline.runner import run_tokenize
+    from pipeline.tokenize.config import TokenizeConfig
+    from pipeline.tokenize.run import run_tokenize
 
     checkpoint = args.checkpoint or str(ensure_golden_checkpoint(args.rate))
     audio_s = args.clips * args.seconds

@@ -60,7 +60,7 @@ def main() -> None:
     import numpy as np
     import pyarrow.parquet as pq
 
-    from pipeline.output import KEYS_KEY, OutputFolder, _keys_summary, tokens_table
+    from pipeline.output.folder import KEYS_KEY, OutputFolder, _keys_summary, tokens_table
     from tests.support.s3 import S3_ENV
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log

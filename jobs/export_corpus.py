@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from pipeline.cli import export_main
+from pipeline.cli.export import export_main
 from pipeline.corpus.export import export
 
 __all__ = ["export", "export_main"]

@@ -4,7 +4,7 @@ and print their paths."""
 import argparse
 import sys
 
-from pipeline.samples import write_samples
+from pipeline.demo_audio import write_samples
 
 
 def main(argv=None) -> int:

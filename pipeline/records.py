@@ -5,7 +5,7 @@
 
 Every source yields `SourceItem`s; an input that cannot be read, decoded or encoded becomes a
 `Failure` carrying the stage and reason, so nothing is dropped. Records are plain dataclasses with
-slots; the Ray adapters (`pipeline/ray_stages.py`) turn batches of them into columns and back.
+slots; the Ray adapters (`pipeline/tokenize/stages.py`) turn batches of them into columns and back.
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from ..errors import UserError
-from ..identity import codec_identity, identity_differences
-from ..output import FAILURES_DIR, PROVENANCE_KEY, TOKENS_DIR, OutputFolder
-from ..schema import TOKENS_SCHEMA_VERSION, check_table_version
+from ..output.folder import FAILURES_DIR, PROVENANCE_KEY, TOKENS_DIR, OutputFolder
+from ..output.identity import codec_identity, identity_differences
+from ..output.schema import TOKENS_SCHEMA_VERSION, check_table_version
 from .index import KEY_COLUMNS, CorpusIndex, build_index
 
 READ_THREADS = 32  # key-column reads are latency-bound on object stores
@@ -64,7 +64,7 @@ class TokenCorpus:
         return pq.read_table(shard, columns=["id"], filesystem=self._arrow_fs)["id"].to_pylist()
 
     def _check_shards(self, metadatas: list[dict | None]) -> dict:
-        """Every shard: known schema version, and the same codec identity (`pipeline.identity`)."""
+        """Every shard: known schema version, and the same codec identity (`pipeline.output.identity`)."""
         reference = reference_identity = reference_shard = None
         for path, metadata in zip(self.shards, metadatas):
             metadata = metadata or {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import S3Config, option
+from ..tokenize.config import S3Config, option
 
 DEFAULT_MAX_DECODE_S = 20.48  # two 10.24 s decoder windows per sampled row
 

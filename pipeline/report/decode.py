@@ -2,7 +2,7 @@
 
 The spot check does not choose how rows are decoded: it takes a *decode function*
 (`DecodeFn`): `decode_in_process` here (CPU or one GPU, in this process), or the Ray one
-(`pipeline.ray_stages.decode_with_ray`, decoder actors on every GPU), passed in by the caller.
+(`pipeline.report.ray_decode.decode_with_ray`, decoder actors on every GPU), passed in by the caller.
 Both load the codec with `load_codec` and decode a row with `decode_one`, so they give the same
 audio for the same request.
 """

@@ -2,7 +2,7 @@
 shards and manifest, each shard's codec provenance, shards made with another codec than the first,
 and the codec settings the report works with.
 
-"Another codec" is `pipeline.identity.codec_identity`, the same rule the corpus reader and the
+"Another codec" is `pipeline.output.identity.codec_identity`, the same rule the corpus reader and the
 resume check use. A folder that does not exist or holds no token shards is a user's mistake
 (`SourceError`, one line), not a report.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from ..codecs.semanticodec.variants import ACOUSTIC_VOCAB_SIZE, SEMANTIC_VOCAB_SIZES, TOKEN_RATES
 from ..errors import SourceError
-from ..identity import codec_identity
+from ..output.identity import codec_identity
 from .token_stats import read_provenance, shard_name
 
 CODEC_KEYS = ("codec", "variant", "token_rate", "semantic_vocab_size", "acoustic_vocab_size", "checkpoint",
@@ -37,7 +37,7 @@ class Inventory:
 
 def take_inventory(tokens_url: str, storage_options: dict | None) -> Inventory:
     """List and check the folder (raises SourceError when it cannot be a token output folder)."""
-    from ..output import FAILURES_DIR, TOKENS_DIR, OutputFolder
+    from ..output.folder import FAILURES_DIR, TOKENS_DIR, OutputFolder
 
     output = OutputFolder(tokens_url, storage_options)
     try:

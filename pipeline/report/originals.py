@@ -15,7 +15,7 @@ def fetch_original(uri: str, start_s: float, seconds: float, storage_options: di
     import soundfile as sf
     import torch
 
-    from ..audio import to_mono_16k
+    from ..codecs.semanticodec.input import to_mono_16k
     from ..fsutil import url_to_fs
 
     kind = classify_uri(uri)

@@ -4,7 +4,7 @@ statistics and writes `index.html`, `report.json`, WAV files and PNG figures int
 
 It only wires the steps, each a module with one job:
 inventory (what the folder holds) → token_stats (whole corpus) → plan (pick rows) →
-decode (an injected `DecodeFn`: in this process by default, or `pipeline.ray_stages.decode_with_ray`)
+decode (an injected `DecodeFn`: in this process by default, or `pipeline.report.ray_decode.decode_with_ray`)
 → evaluate (entries, metrics, aggregate) → flags → render (media, figures, JSON, HTML).
 
 Bad rows never stop the run: a row whose tokens are out of range is reported with the codec's
@@ -60,11 +60,11 @@ def run_spot_check(config: SpotCheckConfig, decode_fn: DecodeFn | None = None, p
     """Run the whole QA stage; returns the report dict (also written as report.json).
 
     `decode_fn` decodes the sampled rows (default `decode_in_process`); with `config.ray` the caller
-    passes `pipeline.ray_stages.decode_with_ray` (and has started Ray). `progress`: tqdm bars on
+    passes `pipeline.report.ray_decode.decode_with_ray` (and has started Ray). `progress`: tqdm bars on
     stderr over the rows and over the DDIM steps of each row (none with `config.quiet`)."""
     if decode_fn is None:
         if config.ray:
-            raise ConfigError("ray=True needs the Ray decode function: pass decode_fn=pipeline.ray_stages."
+            raise ConfigError("ray=True needs the Ray decode function: pass decode_fn=pipeline.report.ray_decode."
                               "decode_with_ray (jobs/spot_check.py --ray does)")
         decode_fn = decode_in_process
     started = time.perf_counter()

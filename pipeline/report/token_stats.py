@@ -32,8 +32,8 @@ import pyarrow.parquet as pq
 
 from ..codecs.semanticodec.lengths import row_token_count
 from ..fsutil import protocol_of
-from ..output import PROVENANCE_KEY
-from ..schema import FAILURES_SCHEMA_VERSION, TOKENS_SCHEMA_VERSION, check_table_version
+from ..output.folder import PROVENANCE_KEY
+from ..output.schema import FAILURES_SCHEMA_VERSION, TOKENS_SCHEMA_VERSION, check_table_version
 from ..sources.uris import is_member_uri
 
 STREAMS = ("semantic", "acoustic")

@@ -150,7 +150,7 @@ def test_resampling_on_the_device_uploads_spans_once_and_reads_nothing_back(monk
     left pageable here.)"""
     import numpy as np
 
-    from pipeline import audio
+    from pipeline.audio import resample as audio
     from pipeline.codecs.semanticodec.prepare import gather_windows, prepare_clip
 
     empty = torch.empty

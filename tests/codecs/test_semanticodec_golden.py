@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.audio import to_mono_16k, validate_waveform
 from pipeline.codecs.semanticodec import SemantiCodec
 from pipeline.codecs.semanticodec.fbank import centre, window_fbank
+from pipeline.codecs.semanticodec.input import to_mono_16k, validate_waveform
 from pipeline.codecs.semanticodec.lengths import padding_samples
 from pipeline.codecs.semanticodec.synthetic import ensure_golden_checkpoint
 from tests.support.golden import GOLDEN_CLIPS, read_golden_clip

@@ -17,7 +17,7 @@ from pipeline.corpus import CorpusError, PackedTokenDataset, TokenCorpus, TokenL
 from pipeline.corpus.export import export
 from pipeline.corpus.export import main as export_main
 from pipeline.corpus.indexed import read_indexed
-from pipeline.output import (
+from pipeline.output.folder import (
     FAILURES_DIR,
     PROVENANCE_KEY,
     TOKENS_DIR,
@@ -25,7 +25,7 @@ from pipeline.output import (
     failures_table,
     tokens_table,
 )
-from pipeline.schema import TOKENS_SCHEMA_VERSION, arrow_schema
+from pipeline.output.schema import TOKENS_SCHEMA_VERSION, arrow_schema
 
 PROVENANCE = {"codec": "semanticodec", "variant": "semanticodec-r100-v4096", "token_rate": 100,
               "semantic_vocab_size": 4096, "acoustic_vocab_size": 8192,

@@ -25,11 +25,11 @@ import soundfile as sf
 
 from pipeline.codecs.semanticodec.lengths import row_token_count
 from pipeline.codecs.semanticodec.synthetic import resolve_checkpoint_location
-from pipeline.output import OutputFolder, failures_table, tokens_table
+from pipeline.output.folder import OutputFolder, failures_table, tokens_table
+from pipeline.output.schema import SCHEMA_DIR
 from pipeline.report.config import SpotCheckConfig
 from pipeline.report.flags import report_exit_code
 from pipeline.report.sampling import pick_samples
-from pipeline.schema import SCHEMA_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -309,7 +309,7 @@ def test_tokenize_job_runs_the_qa_stage_at_the_end(tmp_path):
 
 
 def test_decoding_on_ray_actors_matches_in_process(corpus, report, ray_local, tmp_path):
-    from pipeline.ray_stages import decode_with_ray
+    from pipeline.report.ray_decode import decode_with_ray
     from pipeline.report.spot_check import run_spot_check
 
     config = SpotCheckConfig(tokens=str(corpus["tokens"]), report=str(tmp_path / "ray_report"), samples=6,

@@ -18,8 +18,9 @@ import soundfile as sf
 from pipeline.codecs.semanticodec.lengths import row_token_count
 from pipeline.codecs.semanticodec.variants import ACOUSTIC_VOCAB_SIZE, SAMPLE_RATE_HZ
 from pipeline.errors import ConfigError, OutputError, SourceError, UserError
-from pipeline.identity import codec_identity
-from pipeline.output import OutputFolder, tokens_table
+from pipeline.output.folder import OutputFolder, tokens_table
+from pipeline.output.identity import codec_identity
+from pipeline.output.schema import SCHEMA_DIR
 from pipeline.report.config import SpotCheckConfig
 from pipeline.report.decode import DecodeOutcome, DecodeRequest, DecodeResult, DecoderSpec, decode_in_process
 from pipeline.report.evaluate import aggregate, evaluate_sample
@@ -29,7 +30,6 @@ from pipeline.report.plan import decode_tokens_of, plan_rows
 from pipeline.report.progress import SampleProgress
 from pipeline.report.render import json_safe, write_sample_media
 from pipeline.report.spot_check import run_spot_check
-from pipeline.schema import SCHEMA_DIR
 
 RATE, VOCAB = 100, 4096
 PROVENANCE = {"codec": "semanticodec", "variant": f"semanticodec-r{RATE}-v{VOCAB}", "token_rate": RATE,

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.dataset as pads
 
-from pipeline.schema import SCHEMA_DIR
+from pipeline.output.schema import SCHEMA_DIR
 
 
 def read_rows(folder: Path) -> list[dict]:

@@ -19,7 +19,6 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from ...audio import to_mono_16k, validate_waveform
 from ...errors import CheckpointError
 from .checkpoint import (
     DEFAULT_CHECKPOINT,
@@ -39,6 +38,7 @@ from .encoder import (
     SemantiCodecEncoder,
 )
 from .fbank import window_batch_fbank
+from .input import to_mono_16k, validate_waveform
 from .precision import DTYPES, check_fp32_matmuls, precision_for
 from .prepare import PreparedClip, gather_windows, prepare_clip
 from .variants import ACOUSTIC_VOCAB_SIZE, SAMPLE_RATE_HZ, SemantiCodecVariant

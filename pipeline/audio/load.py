@@ -1,0 +1,319 @@
+"""Audio decode: an item's bytes → mono 16 kHz chunks for the encoder, or the failure that stops it.
+
+The codec's input rule (see `pipeline/codecs/semanticodec/input.py`): channel 0, resampled to 16 kHz by torchaudio's
+resampler. Long inputs are cut into chunks of `chunk_windows` whole 10.24 s windows; each chunk is
+encoded as a clip of its own.
+
+Memory: an input with at most one chunk's worth of samples at its own rate (`chunk_windows` x
+163,840: 307 s at 16 kHz, 111 s at 44.1 kHz, 102 s at 48 kHz) is decoded and resampled whole,
+the exact official path. A longer one is streamed: blocks of `READ_BLOCK_FRAMES` source frames go through a
+`StreamingResampler` and chunks are yielded as they fill, so a decode holds at most the chunk
+being filled plus the one the caller holds, a block and the item's own bytes, whatever the
+file's length.
+
+With `resample=False` (`--resample-on encoder`) a decode task does not resample: each chunk of
+audio not at 16 kHz carries its resampler input span at the source rate (`audio.SpanCutter`,
+streamed the same way), and the encoder turns it into the same 16 kHz samples on its device
+(`encoding.resample_spans_on_device`). Chunk boundaries, lengths and every rule below are the same.
+
+Rules a decode enforces (each breach is a `Failure` with stage "decode", never retryable):
+- Lengths: WAV/FLAC/Ogg headers give exact frame counts and a file that decodes short of its
+  header is truncated. MP3's count is libsndfile's estimate, so for MP3 the decoded samples are
+  trusted; a mismatch over `LENGTH_MISMATCH_WARN` is logged and noted in the chunks' meta. Formats
+  libsndfile does not read (AAC/M4A/MP4, WebM/Matroska, WMA, ...) are decoded with FFmpeg
+  (`audio_ffmpeg`, PyAV), their container durations treated as MP3's estimates.
+- Segments: `end_s` may lie at most max(`SEGMENT_END_TOLERANCE_S`, `SEGMENT_END_TOLERANCE` x the
+  segment) past the file's end (the segment then ends with the file); further out the manifest
+  does not describe this file and the input fails ("segment 10-20 s requested, file is 12.3 s").
+  A `start_s` at or past the end fails too.
+- Inputs over `max_duration_s`, empty ones and NaN/inf samples fail.
+- Float audio out of [-1, 1] (a float WAV peaking at 3.7e5) is tokenized as it is, with a warning
+  in the log and in the chunks' meta (`meta["warning"]`).
+
+A Failure yielded after chunks of the same input (a file found damaged part-way through a
+streamed decode) supersedes them: the caller drops that input's chunks.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from collections.abc import Iterator
+
+import numpy as np
+
+from ..codecs.semanticodec.input import resampled_length, resampler
+from ..codecs.semanticodec.variants import SAMPLE_RATE_HZ, SEGMENT_SAMPLES
+from ..errors import AudioInputError
+from ..records import STAGE_DECODE, AudioChunk, ChunkInfo, Failure, SourceItem
+from .resample import SpanCutter, StreamingResampler
+
+log = logging.getLogger(__name__)
+
+READ_BLOCK_FRAMES = 1 << 18  # source frames per read
+ONE_READ_SAMPLES = 1 << 22  # a short input with at most this many samples (all channels) is read at once
+ESTIMATED_LENGTH_FORMATS = ("MP3",)  # libsndfile formats whose frame count is an estimate
+FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
+LENGTH_MISMATCH_WARN = 0.01
+SEGMENT_END_TOLERANCE_S = 0.5
+SEGMENT_END_TOLERANCE = 0.01
+
+
+def decode_item(item: SourceItem, *, chunk_windows: int, max_duration_s: float,
+                resample: bool = True) -> Iterator[AudioChunk | Failure]:
+    """The item's chunks (AudioChunk, in order), or its Failure; see the module docstring.
+
+    `resample=False` leaves the resampling to the encoder: a chunk of audio not at 16 kHz then
+    carries its resampler input span (`AudioChunk.resample_from` = the source rate), see
+    `audio.SpanCutter`."""
+    if item.failure is not None:
+        yield item.failure
+        return
+    try:
+        source = _open(item.data)
+        try:
+            chunk_samples = chunk_windows * SEGMENT_SAMPLES
+            spans = not resample and SpanCutter.supported(source.rate, SAMPLE_RATE_HZ, chunk_samples)
+            yield from _decode(item, source, chunk_samples, max_duration_s, spans)
+        finally:
+            source.close()
+    except Exception as error:  # noqa: BLE001 - AudioInputError or any decoder error is this input's failure
+        yield Failure.from_error(item.id, item.uri, STAGE_DECODE, error)
+
+
+class AudioDecodeError(AudioInputError):
+    """Bytes that neither soundfile nor FFmpeg can decode (corrupt, truncated, not audio)."""
+
+
+def _open(data: bytes | None):
+    """The input opened with soundfile (libsndfile: WAV, FLAC, MP3, Ogg, AIFF, ...), or, for a format
+    libsndfile does not know (AAC/M4A, WebM, WMA, ...), with FFmpeg (`audio_ffmpeg`)."""
+    from .ffmpeg import FFmpegReader
+
+    if not data:
+        raise AudioDecodeError("empty file (0 bytes)")
+    try:
+        return _Decode(data)
+    except AudioDecodeError as soundfile_error:
+        try:
+            reader = FFmpegReader(data)
+        except AudioInputError as ffmpeg_error:
+            raise AudioDecodeError(f"{str(soundfile_error).rstrip('.')}; {ffmpeg_error}") from None
+        if reader.rate <= 0:
+            raise AudioDecodeError(f"invalid sample rate {reader.rate}") from None
+        return reader
+
+
+class _Decode:
+    """The open file and what is known of it: rate, channels, exact or estimated length."""
+
+    def __init__(self, data: bytes) -> None:
+        import soundfile as sf
+
+        self.buffer = io.BytesIO(data)
+        try:
+            self.handle = sf.SoundFile(self.buffer)
+        except (sf.LibsndfileError, RuntimeError, TypeError) as error:
+            raise self.decode_error(error) from error
+        self.rate, self.channels, self.frames = self.handle.samplerate, self.handle.channels, self.handle.frames
+        self.format = self.handle.format
+        self.exact_length = self.handle.format not in ESTIMATED_LENGTH_FORMATS
+        self.float_audio = self.handle.subtype in FLOAT_SUBTYPES
+        self.peak = 0.0
+        if self.rate <= 0:
+            raise AudioDecodeError(f"invalid sample rate {self.rate}")
+
+    def close(self) -> None:
+        self.handle.close()
+
+    def decode_error(self, error: BaseException) -> AudioDecodeError:
+        message = str(error).replace(f"Error opening {self.buffer!r}: ", "")
+        return AudioDecodeError(f"soundfile cannot decode it: {message}")
+
+    def blocks(self, first: int, count: int | None, block: int = READ_BLOCK_FRAMES) -> Iterator[np.ndarray]:
+        """Channel 0 of frames [first, first + count) (to the end when None), float32, block by block."""
+        import soundfile as sf
+
+        try:
+            self.handle.seek(first)
+            remaining = math.inf if count is None else count
+            while remaining > 0:
+                frames = self.handle.read(int(min(block, remaining)), dtype="float32", always_2d=True)
+                if len(frames) == 0:
+                    return
+                samples = np.ascontiguousarray(frames[:, 0])
+                if not np.isfinite(samples).all():
+                    raise AudioInputError(f"{int((~np.isfinite(samples)).sum())} NaN/inf samples")
+                if self.float_audio and len(samples):
+                    self.peak = max(self.peak, float(np.abs(samples).max()))
+                remaining -= len(samples)
+                yield samples
+        except (sf.LibsndfileError, RuntimeError) as error:
+            raise self.decode_error(error) from error
+
+    def count_frames(self) -> int:
+        return sum(len(block) for block in self.blocks(0, None))
+
+
+def _decode(item: SourceItem, source: _Decode, chunk_samples: int, max_duration_s: float,
+            spans: bool = False) -> Iterator[AudioChunk]:
+    """`spans` (resampling left to the encoder): `_cut_spans` replaces both resampling paths."""
+    warnings: list[str] = []
+    whole_frames = chunk_samples  # up to one chunk's worth of samples at the source rate: decoded whole
+    frames = source.frames
+    if not source.exact_length:
+        if 0 < frames <= whole_frames:  # short: decode it all, then cut the segment from the true length
+            samples = _concatenate(source.blocks(0, None))
+            _check_estimate(item, source, len(samples), warnings)
+            first, last = _segment(item, source.rate, len(samples))
+            _check_duration(source, first, last, max_duration_s)
+            if spans:
+                yield from _cut_spans(item, source, [samples[first:last]], last - first, chunk_samples, warnings)
+                return
+            yield from _resample_and_cut(item, source, samples[first:last], chunk_samples, warnings)
+            return
+        frames = source.count_frames()  # the streamed path needs the exact length up front
+        _check_estimate(item, source, frames, warnings)
+    first, last = _segment(item, source.rate, frames)
+    _check_duration(source, first, last, max_duration_s)
+    if spans:
+        yield from _cut_spans(item, source, source.blocks(first, last - first), last - first, chunk_samples, warnings)
+        return
+    if last - first > whole_frames:
+        yield from _decode_streamed(item, source, first, last, chunk_samples, warnings)
+        return
+    one_read = (last - first) * source.channels <= ONE_READ_SAMPLES
+    samples = _concatenate(source.blocks(first, last - first, block=max(1, last - first) if one_read else READ_BLOCK_FRAMES))
+    if len(samples) < last - first and source.exact_length:
+        raise AudioDecodeError(f"truncated: header says {last - first} frames, only {len(samples)} decoded")
+    yield from _resample_and_cut(item, source, samples, chunk_samples, warnings)
+
+
+def _concatenate(blocks: Iterator[np.ndarray]) -> np.ndarray:
+    blocks = list(blocks)
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+
+
+def _check_duration(source: _Decode, first: int, last: int, max_duration_s: float) -> None:
+    if (last - first) / source.rate > max_duration_s:
+        raise AudioInputError(f"{(last - first) / source.rate:.0f} s of audio is over the {max_duration_s:.0f} s limit")
+
+
+def _segment(item: SourceItem, rate: int, frames: int) -> tuple[int, int]:
+    """[first, last) frames of the requested segment, or AudioInputError when it is not in the file."""
+    first = round((item.start_s or 0.0) * rate)
+    last = frames if item.end_s is None else round(item.end_s * rate)
+    if item.start_s is None and item.end_s is None:
+        return first, last
+    start_s, end_s = item.start_s or 0.0, item.end_s if item.end_s is not None else frames / rate
+    tolerance = max(SEGMENT_END_TOLERANCE_S, SEGMENT_END_TOLERANCE * (end_s - start_s))
+    if first >= frames or (last - frames) / rate > tolerance:
+        raise AudioInputError(f"segment {start_s:g}-{end_s:g} s requested, file is {frames / rate:.1f} s")
+    return first, min(last, frames)
+
+
+def _check_estimate(item: SourceItem, source: _Decode, decoded: int, warnings: list[str]) -> None:
+    if source.frames and abs(decoded - source.frames) > LENGTH_MISMATCH_WARN * source.frames:
+        warnings.append(f"{source.format} header says {source.frames} frames, {decoded} decoded "
+                        "(estimated length; decoded samples kept)")
+        log.warning("%s: %s", item.id, warnings[-1])
+
+
+def _resample_and_cut(item, source: _Decode, samples: np.ndarray, chunk_samples: int,
+                      warnings: list[str]) -> Iterator[AudioChunk]:
+    """The exact official path: the whole segment resampled at once, then cut into chunks."""
+    import torch
+
+    if samples.size == 0:
+        segment = item.start_s is not None or item.end_s is not None
+        raise AudioInputError("no samples (0-length audio" + (" in the requested segment)" if segment else ")"))
+    if source.rate != SAMPLE_RATE_HZ:
+        samples = resampler(source.rate, SAMPLE_RATE_HZ)(torch.from_numpy(samples)[None])[0].numpy()
+    _check_peak(item, source, warnings)
+    count = max(1, math.ceil(len(samples) / chunk_samples))
+    for index in range(count):
+        yield _chunk(item, source, samples[index * chunk_samples:(index + 1) * chunk_samples], index, count,
+                     chunk_samples, warnings)
+
+
+def _decode_streamed(item, source: _Decode, first: int, last: int, chunk_samples: int,
+                     warnings) -> Iterator[AudioChunk]:
+    """Block by block through the streaming resampler; a chunk is yielded as soon as it is full."""
+    total = resampled_length(source.rate, SAMPLE_RATE_HZ, last - first)
+    count = max(1, math.ceil(total / chunk_samples))
+    stream = StreamingResampler(source.rate, SAMPLE_RATE_HZ)
+    chunk = np.empty(min(chunk_samples, total), np.float32)
+    filled, index, decoded = 0, 0, 0
+
+    def take(out: np.ndarray) -> Iterator[AudioChunk]:
+        nonlocal chunk, filled, index
+        while len(out):
+            if index == count:
+                raise AudioDecodeError("resampler gave more samples than its length rule")  # a bug, not the input
+            used = min(len(chunk) - filled, len(out))
+            chunk[filled:filled + used] = out[:used]
+            filled, out = filled + used, out[used:]
+            if filled == len(chunk):
+                _check_peak(item, source, warnings)
+                yield _chunk(item, source, chunk, index, count, chunk_samples, warnings)
+                index += 1
+                chunk, filled = np.empty(max(0, min(chunk_samples, total - index * chunk_samples)), np.float32), 0
+
+    for block in source.blocks(first, last - first):
+        decoded += len(block)
+        yield from take(stream.push(block))
+    if decoded < last - first:
+        raise AudioDecodeError(f"truncated: header says {last - first} frames, only {decoded} decoded")
+    yield from take(stream.finish())
+    if index != count:
+        raise AudioDecodeError(f"resampled length mismatch: {index} of {count} chunks")  # a bug, not the input
+
+
+def _cut_spans(item, source: _Decode, blocks, length: int, chunk_samples: int, warnings) -> Iterator[AudioChunk]:
+    """Chunks holding resampler input spans at the source rate, for the encoder to resample."""
+    if length == 0:
+        raise AudioInputError("no samples (0-length audio)")
+    cutter = SpanCutter(source.rate, SAMPLE_RATE_HZ, length, chunk_samples)
+    count = len(cutter.spans)
+    index, decoded = 0, 0
+
+    def chunks(spans) -> Iterator[AudioChunk]:
+        nonlocal index
+        for span, output in spans:
+            _check_peak(item, source, warnings)
+            yield _chunk(item, source, span, index, count, chunk_samples, warnings, span_output=output)
+            index += 1
+
+    for block in blocks:
+        decoded += len(block)
+        yield from chunks(cutter.push(block))
+    if decoded < length:
+        if source.exact_length:
+            raise AudioDecodeError(f"truncated: header says {length} frames, only {decoded} decoded")
+        raise AudioDecodeError(f"decoded {decoded} frames of the {length} counted")  # a bug, not the input
+    yield from chunks(cutter.finish())
+
+
+def _check_peak(item: SourceItem, source: _Decode, warnings: list[str]) -> None:
+    if source.peak > 1.0 and not any(w.startswith("peak") for w in warnings):
+        warnings.append(f"peak {source.peak:.2g} > 1.0: float audio not in [-1, 1]")
+        log.warning("%s: peak %.3g > 1.0: float audio not in [-1, 1] (tokenized as it is)", item.id, source.peak)
+
+
+def _chunk(item: SourceItem, source: _Decode, samples: np.ndarray, index: int, count: int, chunk_samples: int,
+           warnings: list[str], *, span_output: int | None = None) -> AudioChunk:
+    """A chunk of 16 kHz `samples`, or (`span_output` given) a resampler input span at the source
+    rate that the encoder turns into `span_output` 16 kHz samples."""
+    meta = item.meta
+    if warnings:
+        meta = {**(item.meta or {}), "warning": "; ".join(warnings)}
+    info = ChunkInfo(
+        id=item.id, uri=item.uri, chunk_index=index, num_chunks=count,
+        chunk_start_s=index * chunk_samples / SAMPLE_RATE_HZ,
+        duration_s=(len(samples) if span_output is None else span_output) / SAMPLE_RATE_HZ,
+        source_sample_rate=int(source.rate), source_channels=int(source.channels),
+        labels=item.labels, human_labels=item.human_labels, meta=meta,
+    )
+    return AudioChunk(info=info, waveform=np.ascontiguousarray(samples, dtype=np.float32),
+                      resample_from=0 if span_output is None else int(source.rate))

@@ -1,0 +1,210 @@
+"""The tokenize run on Ray Data: source → read+decode (CPU tasks) → encode (actor pool, one per
+GPU) → write shards (tasks) → manifest. `run_tokenize` is the whole job minus argument parsing;
+it needs a running Ray (the job script starts or joins one). The stages are the adapters of
+`ray_stages.py`; this module only wires them and keeps the books.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import time
+
+from .. import __version__
+from ..errors import Interrupted, OutputError
+from ..fsutil import options_for
+from ..output.folder import OutputFolder
+from ..output.identity import codec_identity, run_fingerprint
+from ..output.lease import WriterLease
+from ..output.run_manifest import manifest_from_counts, run_totals
+from ..output.schema import TOKENS_SCHEMA_VERSION
+from ..sources import dedupe_units, open_source
+from .config import TokenizeConfig
+
+log = logging.getLogger(__name__)
+
+AUDIOSET_HF = "hf://datasets/agkphysics/AudioSet"
+
+
+def encoder_resources(config: TokenizeConfig, cluster_resources: dict) -> dict:
+    """How many encoder actors, with which resources, on which device."""
+    if isinstance(config.num_gpus, tuple):  # an autoscaling actor pool of min..max GPU encoders
+        low, high = config.num_gpus
+        return {"min": low, "max": high, "num_gpus": 1, "num_cpus": config.cpus_per_encoder or 1,
+                "device": "cuda", "threads": None}
+    gpus = int(cluster_resources.get("GPU", 0)) if config.num_gpus is None else config.num_gpus
+    if gpus > 0:
+        return {"min": gpus, "max": gpus, "num_gpus": 1, "num_cpus": config.cpus_per_encoder or 1,
+                "device": "cuda", "threads": None}
+    log.warning("no GPU in the cluster now: encoding on CPU actors. On an autoscaling cluster whose GPU "
+                "workers start at zero, pass --num-gpus N to request N GPU encoder actors.")
+    # CPU encoders: the LSTM is memory-bound, so one actor with all cores beats several with one
+    # each (they would each stream the weights). Its Ray reservation leaves a CPU for decode tasks,
+    # which are light and interleave with the encoder's threads.
+    per_actor = max(1, int(cluster_resources.get("CPU", 1)) // config.num_cpu_encoders)
+    return {"min": config.num_cpu_encoders, "max": config.num_cpu_encoders, "num_gpus": 0,
+            "num_cpus": config.cpus_per_encoder or max(1, per_actor - 1), "device": "cpu",
+            "threads": config.cpus_per_encoder or per_actor}
+
+
+def resolved_checkpoint(config: TokenizeConfig) -> str:
+    from ..codecs.semanticodec.synthetic import resolve_checkpoint_location
+
+    return resolve_checkpoint_location(config.checkpoint, config.token_rate, config.semantic_vocab_size)
+
+
+def open_config_source(config: TokenizeConfig, storage_options: dict) -> tuple[object, list]:
+    """The source `config` names, opened with its settings, and its units, deduplicated."""
+    source = open_source(config.source, audio_root=config.audio_root, class_labels=config.class_labels,
+                         split=source_split(config), storage_options=storage_options,
+                         read_retries=config.read_retries, missing_inputs=config.missing_inputs)
+    return source, dedupe_units(source.list_units(), config.dedupe)
+
+
+def run_tokenize(config: TokenizeConfig, *, progress: bool = True, resolved=None) -> dict:
+    """Tokenize `config.source` into `config.output`; returns the manifest. Raises UserError
+    subclasses for the user's mistakes and `Interrupted` on Ctrl-C (committed shards stay).
+    `resolved`: what `preflight` found (source, units, checkpoint), so nothing is listed twice."""
+    started = time.time()
+    storage_options = config.storage_options()
+    output = OutputFolder(config.output, storage_options or None)
+    lease = WriterLease(output)
+    lease.acquire()
+    try:
+        if config.overwrite:
+            output.clear()
+        return _run(config, output, lease, storage_options, started, progress, resolved)
+    finally:
+        lease.release()
+
+
+def _run(config, output: OutputFolder, lease: WriterLease, storage_options: dict, started: float,
+         progress: bool, resolved) -> dict:
+    import ray
+
+    from ..codecs.semanticodec.variants import SemantiCodecVariant
+    from ..output.dataset_card import write_dataset_card
+    from .stages import EncoderActor, ReadDecode, write_batch
+
+    variant = SemantiCodecVariant(config.token_rate, config.semantic_vocab_size)
+    if resolved is not None:
+        source, units, checkpoint = resolved.source, list(resolved.units), resolved.checkpoint
+    else:
+        checkpoint = resolved_checkpoint(config)
+        source, units = open_config_source(config, storage_options)
+
+    before = output.committed_keys()
+    resumed = bool(before.chunks or before.failed)
+    output.check_fingerprint(run_fingerprint(variant=variant.name, dtype=config.dtype,
+                                             chunk_windows=config.chunk_windows,
+                                             tokens_schema_version=TOKENS_SCHEMA_VERSION), before.provenance)
+    if before.provenance:  # resuming onto tokens: the weights must be the same (by hash, not location)
+        check_same_weights(codec_identity(before.provenance), checkpoint, config, storage_options)
+    output.clear_retryable()
+
+    limit_ids = None
+    if config.limit is not None:
+        if all(u.item is not None for u in units):
+            units = units[: config.limit]
+        else:
+            limit_ids = _first_ids(source, units, config.limit)
+    complete = before.complete_ids()
+    partial = before.partial_ids(complete)
+    units = [u for u in units if u.item is None or u.item.id not in complete]
+    log.info("%s source %s: %d units to read (%d inputs already complete)", source.kind, config.source,
+             len(units), len(complete))
+
+    resources = encoder_resources(config, ray.cluster_resources())
+    codec_kwargs = {
+        "checkpoint": checkpoint, "token_rate": config.token_rate, "semantic_vocab_size": config.semantic_vocab_size,
+        "device": resources["device"], "dtype": config.dtype, "max_batch_windows": config.max_batch_windows,
+        "storage_options": options_for(checkpoint, storage_options) or None,
+    }
+    # Each row holds at least one 10.24 s window, so batches of `max_batch_windows` rows fill every
+    # forward pass but the last of a batch (rows of long files hold up to `chunk_windows` windows).
+    batch_rows = max(1, config.max_batch_windows)
+    run_info = {"pipeline_version": __version__, "batch_size": batch_rows, "max_batch_windows": config.max_batch_windows}
+    summaries: list[dict] = []
+    keys = before  # from here on, this run's summaries are folded in as they arrive
+    if units:
+        skip_ref = ray.put((complete, before.chunks, partial))
+        # units travel pickled: an Arrow column of bytes, not Python objects Arrow cannot type
+        ds = ray.data.from_items([{"unit": pickle.dumps(u)} for u in units], override_num_blocks=min(len(units), 1000))
+        ds = ds.flat_map(ReadDecode(source, variant, skip_ref, chunk_windows=config.chunk_windows,
+                                    max_duration_s=config.max_duration_s, limit_ids=limit_ids,
+                                    resample=config.resample_on == "decode"))
+        ds = ds.map_batches(
+            EncoderActor,
+            fn_constructor_kwargs={"codec_kwargs": codec_kwargs, "torch_threads": resources["threads"],
+                                   "inject_device_error_once": os.environ.get("PIPELINE_INJECT_DEVICE_ERROR_ONCE")},
+            batch_size=batch_rows,
+            compute=ray.data.ActorPoolStrategy(min_size=resources["min"], max_size=resources["max"]),
+            num_gpus=resources["num_gpus"], num_cpus=resources["num_cpus"],
+        )
+        ds = ds.map_batches(write_batch, batch_size=config.rows_per_file,
+                            fn_kwargs={"output": output, "run_info": run_info})
+        total_inputs = len(units) if limit_ids is None and all(u.item is not None for u in units) else None
+        summaries = _consume(ds, keys, lease, total_inputs, progress)
+    manifest = manifest_from_counts(
+        config=config, source_kind=source.kind, keys=keys, run=run_totals(summaries),
+        encoder={"batch_rows": batch_rows, "num_encoders": resources["max"], "device": resources["device"]},
+        wall_time_s=time.time() - started, resumed=resumed,
+    )
+    output.write_manifest(manifest)
+    write_dataset_card(config.output, storage_options or None)
+    return manifest
+
+
+def check_same_weights(expected_identity: dict, checkpoint: str, config, storage_options: dict) -> None:
+    """Refuse, on the driver and before any work, to resume an output with other weights."""
+    from ..codecs.semanticodec.checkpoint import encoder_file_hashes
+
+    hashes = encoder_file_hashes(checkpoint, config.token_rate, config.semantic_vocab_size,
+                                 storage_options=options_for(checkpoint, storage_options) or None)
+    if hashes != expected_identity.get("files"):
+        changed = ", ".join(sorted(k for k in hashes if hashes[k] != (expected_identity.get("files") or {}).get(k)))
+        raise OutputError(
+            f"{config.output} was tokenized with other weights ({changed} SHA-256 differ from {checkpoint}); "
+            "resuming would mix two corpora. Use the original --checkpoint, another --output, or --overwrite")
+
+
+def _consume(ds, keys, lease: WriterLease, total_inputs: int | None, progress: bool) -> list[dict]:
+    """Run the dataset, folding each write summary into `keys`; a progress bar on stderr."""
+    from tqdm import tqdm
+
+    summaries: list[dict] = []
+    bar = tqdm(total=total_inputs, desc="tokenizing", unit="input", disable=not progress, dynamic_ncols=True)
+    audio_s, failed, t0 = 0.0, 0, time.time()
+    try:
+        for summary in ds.iter_rows():
+            lease.check()
+            summaries.append(summary)
+            keys.add_summary(summary)
+            audio_s += float(summary["audio_s"])
+            failed += int(summary["failed"]) + int(summary["retryable"])
+            bar.update(int(summary["inputs_done"]))
+            elapsed = max(time.time() - t0, 1e-9)
+            bar.set_postfix_str(f"{audio_s / 3600:.3f} audio-h, {audio_s / elapsed:.2f} audio-h/h, "
+                                f"{failed} failed", refresh=False)
+    except KeyboardInterrupt:
+        bar.close()
+        raise Interrupted(sum(int(s["shards"]) for s in summaries)) from None
+    bar.close()
+    return summaries
+
+
+def _first_ids(source, units, limit: int) -> set[str]:
+    """For sources whose ids are only known after reading (tar, Parquet): the first `limit` ids."""
+    ids: list[str] = []
+    for unit in units:
+        for item in source.read_unit(unit):
+            ids.append(item.id)
+            if len(ids) >= limit:
+                return set(ids)
+    return set(ids)
+
+
+def source_split(config) -> str | None:
+    """The HF dataset split to read: the one given, or AudioSet's balanced train split by default."""
+    return config.split or ("bal_train" if config.source.startswith(AUDIOSET_HF) else None)
