@@ -1,5 +1,6 @@
 # One-command set-up: `make demo` (tokenize generated sample audio, then a QA spot check of two
-# decoded samples) and `make test` (the test suite) create the virtual environment on first use.
+# decoded samples) and `make test` (the test suite) create the virtual environment on first use,
+# from the lock file (every package pinned, with hashes), and make it anew whenever the lock changes.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,15 +10,25 @@ DEMO_OUT ?= out/demo_tokens
 QA_SAMPLES ?= 2
 QA_DDIM_STEPS ?= 4
 
-.PHONY: setup chromium test test-fast demo bench clean
+LOCK_FLAGS = --generate-hashes --universal --python-version 3.11 -c constraints.txt --custom-compile-command "make lock" --quiet
+
+.PHONY: setup lock chromium test test-fast demo bench clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Exactly the lock: no resolution, no package outside it (--no-deps), every file checked by hash.
+$(VENV)/.installed: requirements-dev.lock pyproject.toml
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements-dev.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
 	touch $@
+
+# After changing the dependencies in pyproject.toml (or constraints.txt): resolve anew, then commit both files.
+lock: setup
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev $(LOCK_FLAGS) -o requirements-dev.lock
+	$(VENV)/bin/uv pip compile pyproject.toml $(LOCK_FLAGS) -c requirements-dev.lock -o requirements.lock
 
 # Only the report test opens a browser: Debian's chromium, installed for the test targets alone.
 chromium:

@@ -15,8 +15,17 @@ usage() { echo "usage: $0 start|stop|status STATE_DIR [DASHBOARD_PORT] [ray star
 cmd=$1
 state=$(realpath -m "$2")
 shift 2
-RAY=${RAY:-ray}
-PYTHON=${PYTHON:-python3}
+# ray and python: $RAY / $PYTHON, else the active venv's, else the repository's .venv (make setup).
+venv_bin=$(cd "$(dirname "$0")/../.." && pwd)/.venv/bin
+if [ -z "${RAY:-}" ]; then
+  if command -v ray >/dev/null 2>&1; then RAY=ray
+  elif [ -x "$venv_bin/ray" ]; then RAY=$venv_bin/ray
+  else echo "error: no ray command: run \`make setup\` (or activate the venv that has ray, or set RAY=...)" >&2; exit 1
+  fi
+fi
+if [ -z "${PYTHON:-}" ]; then
+  if [ -x "$(dirname "$RAY")/python" ]; then PYTHON=$(dirname "$RAY")/python; else PYTHON=python3; fi
+fi
 
 # pids of a session (its id = pid of the setsid leader), zombies excluded
 session_pids() { ps -o pid=,stat= -s "$1" 2>/dev/null | awk '$2 !~ /^Z/ {print $1}' || true; }
