@@ -19,7 +19,7 @@ from pipeline.demo_audio import write_samples
 from pipeline.errors import Interrupted, SourceError
 from pipeline.tokenize.config import TokenizeConfig
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 JOB = "tokenize_audioset.py"
 SYNTHETIC = ["--checkpoint", "synthetic:small", "--semantic-vocab-size", "4096", "--ray-num-cpus", "2"]
 # Fails before Ray means a few seconds of imports (torch); the shared test machine is slow at times.
