@@ -73,6 +73,9 @@ class TokenizeConfig(S3Config):
     missing_inputs: str = option("retry", "an input whose file or object does not exist: retry (kept in "
                                  "retryable/ and read again by the next run, exit 75) or fail (a final failure: "
                                  "e.g. AudioSet clips that were never downloaded)", choices=("retry", "fail"))
+    retryable_exit_code: int = option(75, "exit status of a run that ends with inputs left in retryable/ (default: "
+                                      "75; a rerun retries them); 0 where a scheduler would otherwise mark the run "
+                                      "failed and retry it, e.g. a KubeRay RayJob over AudioSet's missing clips")
     shared_fs: bool = option(False, "local paths (--source, --output, --audio-root, --checkpoint) are on a "
                              "filesystem every Ray node mounts at the same path (NFS, Lustre, EFS): allowed on a "
                              "multi-node cluster once every node has checked that it sees them")
