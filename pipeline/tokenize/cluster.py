@@ -63,7 +63,7 @@ class ClusterView:
             return "the driver's Ray node offers no CPU, so the work runs on other nodes"
         if gpus_wanted > self.gpus:
             return (f"the run asks for {gpus_wanted} GPU encoders and the cluster has {self.gpus} GPUs now, "
-                    "so the autoscaler adds nodes")
+                    "so they run on nodes that join later")
         return None
 
 

@@ -46,7 +46,7 @@ def test_local_paths_are_refused_where_the_work_leaves_the_driver():
                                    "so the work runs on other nodes and ")
     scaling_up = refusal(TokenizeConfig(**{**REMOTE, "output": "/data/tokens"}), view(8, gpus=1), gpus_wanted=8)
     assert scaling_up.startswith("--output /data/tokens is a local path, but the run asks for 8 GPU encoders and the "
-                                 "cluster has 1 GPUs now, so the autoscaler adds nodes and ")
+                                 "cluster has 1 GPUs now, so they run on nodes that join later and ")
 
 
 def test_a_remote_manifest_listing_local_files_is_refused_too():
