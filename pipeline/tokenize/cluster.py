@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..fsutil import protocol_of, url_to_fs
+from ..fsutil import is_local_url, url_to_fs
 from ..output.folder import TMP_DIR
 from .config import TokenizeConfig
 
 PROBE_TIMEOUT_S = 120.0  # a node starts a worker process for the probe: seconds, more on a busy node
-LOCAL_PROTOCOLS = ("file", "local")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +101,9 @@ def check_cluster_paths(config: TokenizeConfig, cluster: ClusterView, gpus_wante
     the driver's node, a local path is refused unless --shared-fs declares it shared, and then every
     live node must see it: a path that only the driver sees would turn existing inputs into missing
     ones and write shards to the workers' own disks. Nodes added later are trusted to mount the same."""
-    paths = node_local_paths(config, checkpoint, units)
-    reason = cluster.work_off_the_driver(gpus_wanted) if paths else None
-    if reason is None:
+    reason = cluster.work_off_the_driver(gpus_wanted)
+    paths = node_local_paths(config, checkpoint, units) if reason else []
+    if not paths:
         return
     if not config.shared_fs:
         what, path = paths[0]
@@ -120,8 +119,8 @@ def node_local_paths(config: TokenizeConfig, checkpoint: str, units=()) -> list[
     the first local input the source lists (a remote manifest may list local files)."""
     named = [("--source", config.source), ("--audio-root", config.audio_root), ("--output", config.output),
              ("--checkpoint", checkpoint)]
-    found = [(what, url) for what, url in named if url and protocol_of(url) in LOCAL_PROTOCOLS]
-    first_input = next((unit.uri for unit in units if protocol_of(unit.uri) in LOCAL_PROTOCOLS), None)
+    found = [(what, url) for what, url in named if url and is_local_url(url)]
+    first_input = next((unit.uri for unit in units if is_local_url(unit.uri)), None)
     if first_input:
         found.append(("the input", first_input))
     return found
