@@ -50,7 +50,7 @@ def cluster():
 
 
 def job_env(cluster, **extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("PIPELINE_DEBUG",)}
+    env = {k: v for k, v in os.environ.items() if k != "PIPELINE_DEBUG"}
     return {**env, "RAY_ADDRESS": cluster.address, **extra}
 
 
