@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import os
 
+LOCAL_PROTOCOLS = ("file", "local")  # this machine's own disk, as fsspec names it
+
 
 def protocol_of(url: str) -> str:
     return url.split("://", 1)[0] if "://" in url else "file"
+
+
+def is_local_url(url: str) -> bool:
+    return protocol_of(url) in LOCAL_PROTOCOLS
 
 
 def options_for(url: str, storage_options: dict | None) -> dict:

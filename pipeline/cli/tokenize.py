@@ -11,7 +11,6 @@ import sys
 from ..output.folder import FAILURES_DIR, RETRYABLE_DIR
 from ..tokenize.config import TokenizeConfig
 from .common import (
-    EXIT_RETRYABLE,
     debug_requested,
     join_url,
     parse_config,
@@ -83,7 +82,7 @@ def _tokenize(argv: list[str] | None) -> int:
         if missing:
             say(f"{missing} of them do not exist; if they will not appear (clips never downloaded), rerun with "
                  "--missing-inputs fail to record them as failures")
-        return EXIT_RETRYABLE
+        return config.retryable_exit_code  # EXIT_RETRYABLE, or what the user chose (0 for a RayJob)
     return 0
 
 

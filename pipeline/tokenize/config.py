@@ -57,8 +57,8 @@ class TokenizeConfig(S3Config):
     num_gpus: int | tuple[int, int] | None = option(None, "GPU encoder actors: N, or MIN-MAX for an autoscaling "
                                                     "pool (default: every GPU present)", metavar="N|MIN-MAX")
     num_cpu_encoders: int = option(1, "encoder actors when there is no GPU")
-    cpus_per_encoder: int | None = option(None, "CPUs (torch threads) per encoder actor (default: 1 on GPU, the "
-                                          "node's CPUs on CPU)")
+    cpus_per_encoder: int | None = option(None, "CPUs (torch threads) per encoder actor (default: 1 on GPU; on CPU "
+                                          "as many as fit on a node with one CPU of the cluster left for decoding)")
     limit: int | None = option(None, "process only the first N inputs")
     dedupe: str = option("refuse", "duplicate ids in the source: refuse (list them and stop) or first (keep "
                          "the first)", choices=("refuse", "first"))
@@ -73,6 +73,12 @@ class TokenizeConfig(S3Config):
     missing_inputs: str = option("retry", "an input whose file or object does not exist: retry (kept in "
                                  "retryable/ and read again by the next run, exit 75) or fail (a final failure: "
                                  "e.g. AudioSet clips that were never downloaded)", choices=("retry", "fail"))
+    retryable_exit_code: int = option(75, "exit status of a run that ends with inputs left in retryable/ (default: "
+                                      "75; a rerun retries them); 0 where a scheduler would otherwise mark the run "
+                                      "failed and retry it, e.g. a KubeRay RayJob over AudioSet's missing clips")
+    shared_fs: bool = option(False, "local paths (--source, --output, --audio-root, --checkpoint) are on a "
+                             "filesystem every Ray node mounts at the same path (NFS, Lustre, EFS): allowed on a "
+                             "multi-node cluster once every node has checked that it sees them")
     overwrite: bool = option(False, "delete the committed output and start afresh")
     qa_samples: int = option(0, "after the run, decode N sampled rows and write a spot-check report")
     qa_report: str | None = option(None, "local report folder (default: OUTPUT/qa_report, or ./qa_report for "

@@ -20,6 +20,7 @@ MINIMUMS = {
 }
 PROBE_DIR = "_tmp"
 HUB_PROBE_TIMEOUT_S = 10.0  # the output folder's scratch space (never read as output)
+MAX_EXIT_CODE = 255
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,8 @@ def check_settings(config: TokenizeConfig) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least {minimum} (got {value})")
     if not config.max_duration_s > 0:
         raise ConfigError(f"--max-duration-s must be positive (got {config.max_duration_s})")
+    if not 0 <= config.retryable_exit_code <= MAX_EXIT_CODE:
+        raise ConfigError(f"--retryable-exit-code must be 0 to {MAX_EXIT_CODE} (got {config.retryable_exit_code})")
 
 
 def s3_urls(config: TokenizeConfig) -> list[str]:

@@ -20,32 +20,13 @@ from ..output.lease import WriterLease
 from ..output.run_manifest import manifest_from_counts, run_totals
 from ..output.schema import TOKENS_SCHEMA_VERSION
 from ..sources import dedupe_units, open_source
+from .cluster import ClusterView, check_cluster_paths
 from .config import TokenizeConfig
+from .encoder_plan import EncoderResources, EncoderSpec, encoder_resources
 
 log = logging.getLogger(__name__)
 
 AUDIOSET_HF = "hf://datasets/agkphysics/AudioSet"
-
-
-def encoder_resources(config: TokenizeConfig, cluster_resources: dict) -> dict:
-    """How many encoder actors, with which resources, on which device."""
-    if isinstance(config.num_gpus, tuple):  # an autoscaling actor pool of min..max GPU encoders
-        low, high = config.num_gpus
-        return {"min": low, "max": high, "num_gpus": 1, "num_cpus": config.cpus_per_encoder or 1,
-                "device": "cuda", "threads": None}
-    gpus = int(cluster_resources.get("GPU", 0)) if config.num_gpus is None else config.num_gpus
-    if gpus > 0:
-        return {"min": gpus, "max": gpus, "num_gpus": 1, "num_cpus": config.cpus_per_encoder or 1,
-                "device": "cuda", "threads": None}
-    log.warning("no GPU in the cluster now: encoding on CPU actors. On an autoscaling cluster whose GPU "
-                "workers start at zero, pass --num-gpus N to request N GPU encoder actors.")
-    # CPU encoders: the LSTM is memory-bound, so one actor with all cores beats several with one
-    # each (they would each stream the weights). Its Ray reservation leaves a CPU for decode tasks,
-    # which are light and interleave with the encoder's threads.
-    per_actor = max(1, int(cluster_resources.get("CPU", 1)) // config.num_cpu_encoders)
-    return {"min": config.num_cpu_encoders, "max": config.num_cpu_encoders, "num_gpus": 0,
-            "num_cpus": config.cpus_per_encoder or max(1, per_actor - 1), "device": "cpu",
-            "threads": config.cpus_per_encoder or per_actor}
 
 
 def resolved_checkpoint(config: TokenizeConfig) -> str:
@@ -67,6 +48,10 @@ def run_tokenize(config: TokenizeConfig, *, progress: bool = True, resolved=None
     subclasses for the user's mistakes and `Interrupted` on Ctrl-C (committed shards stay).
     `resolved`: what `preflight` found (source, units, checkpoint), so nothing is listed twice."""
     started = time.time()
+    cluster = ClusterView.current()
+    resources = encoder_resources(config, cluster)  # the cluster's mistakes end here, before any work
+    checkpoint, units = (resolved.checkpoint, resolved.units) if resolved else (config.checkpoint, ())
+    check_cluster_paths(config, cluster, resources.gpus_wanted, checkpoint, units)
     storage_options = config.storage_options()
     output = OutputFolder(config.output, storage_options or None)
     lease = WriterLease(output)
@@ -74,13 +59,13 @@ def run_tokenize(config: TokenizeConfig, *, progress: bool = True, resolved=None
     try:
         if config.overwrite:
             output.clear()
-        return _run(config, output, lease, storage_options, started, progress, resolved)
+        return _run(config, output, lease, storage_options, started, progress, resolved, resources)
     finally:
         lease.release()
 
 
 def _run(config, output: OutputFolder, lease: WriterLease, storage_options: dict, started: float,
-         progress: bool, resolved) -> dict:
+         progress: bool, resolved, resources: EncoderResources) -> dict:
     import ray
 
     from ..codecs.semanticodec.variants import SemantiCodecVariant
@@ -115,15 +100,11 @@ def _run(config, output: OutputFolder, lease: WriterLease, storage_options: dict
     log.info("%s source %s: %d units to read (%d inputs already complete)", source.kind, config.source,
              len(units), len(complete))
 
-    resources = encoder_resources(config, ray.cluster_resources())
-    codec_kwargs = {
-        "checkpoint": checkpoint, "token_rate": config.token_rate, "semantic_vocab_size": config.semantic_vocab_size,
-        "device": resources["device"], "dtype": config.dtype, "max_batch_windows": config.max_batch_windows,
-        "storage_options": options_for(checkpoint, storage_options) or None,
-    }
+    spec = EncoderSpec(checkpoint, config.token_rate, config.semantic_vocab_size, resources.device, config.dtype,
+                       config.max_batch_windows, options_for(checkpoint, storage_options) or None)
     # Each row holds at least one 10.24 s window, so batches of `max_batch_windows` rows fill every
     # forward pass but the last of a batch (rows of long files hold up to `chunk_windows` windows).
-    batch_rows = max(1, config.max_batch_windows)
+    batch_rows = config.max_batch_windows
     run_info = {"pipeline_version": __version__, "batch_size": batch_rows, "max_batch_windows": config.max_batch_windows}
     summaries: list[dict] = []
     keys = before  # from here on, this run's summaries are folded in as they arrive
@@ -136,11 +117,11 @@ def _run(config, output: OutputFolder, lease: WriterLease, storage_options: dict
                                     resample=config.resample_on == "decode"))
         ds = ds.map_batches(
             EncoderActor,
-            fn_constructor_kwargs={"codec_kwargs": codec_kwargs, "torch_threads": resources["threads"],
+            fn_constructor_kwargs={"spec": spec, "torch_threads": resources.torch_threads,
                                    "inject_device_error_once": os.environ.get("PIPELINE_INJECT_DEVICE_ERROR_ONCE")},
             batch_size=batch_rows,
-            compute=ray.data.ActorPoolStrategy(min_size=resources["min"], max_size=resources["max"]),
-            num_gpus=resources["num_gpus"], num_cpus=resources["num_cpus"],
+            compute=ray.data.ActorPoolStrategy(min_size=resources.min_actors, max_size=resources.max_actors),
+            num_gpus=resources.gpus_per_actor, num_cpus=resources.cpus_per_actor,
         )
         ds = ds.map_batches(write_batch, batch_size=config.rows_per_file,
                             fn_kwargs={"output": output, "run_info": run_info})
@@ -148,7 +129,7 @@ def _run(config, output: OutputFolder, lease: WriterLease, storage_options: dict
         summaries = _consume(ds, keys, lease, total_inputs, progress)
     manifest = manifest_from_counts(
         config=config, source_kind=source.kind, keys=keys, run=run_totals(summaries),
-        encoder={"batch_rows": batch_rows, "num_encoders": resources["max"], "device": resources["device"]},
+        encoder={"batch_rows": batch_rows, "num_encoders": resources.max_actors, "device": resources.device},
         wall_time_s=time.time() - started, resumed=resumed,
     )
     output.write_manifest(manifest)

@@ -13,10 +13,14 @@ import logging
 import os
 import pickle
 from dataclasses import fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..records import AudioChunk, ChunkInfo, EncodedChunk, Failure
+
+if TYPE_CHECKING:
+    from .encoder_plan import EncoderSpec
 
 log = logging.getLogger(__name__)
 
@@ -173,22 +177,17 @@ class EncoderActor:
     A device error (sticky CUDA error, OOM the codec could not split away) ends the actor process,
     so Ray restarts it and retries the batch: nothing is written as a failure for it."""
 
-    def __init__(self, codec_kwargs: dict, torch_threads: int | None = None,
+    def __init__(self, spec: EncoderSpec, torch_threads: int | None = None,
                  inject_device_error_once: str | None = None) -> None:
         import torch
 
-        from ..codecs.semanticodec import SemantiCodec
-
         if torch_threads:
             torch.set_num_threads(torch_threads)
-        kwargs = dict(codec_kwargs)
-        if kwargs.get("device", "auto") == "auto":
-            kwargs["device"] = "cuda" if torch.cuda.is_available() else "cpu"
-        if str(kwargs["device"]).startswith("cuda") and kwargs.get("dtype", "float32") == "float32":
+        if spec.device == "cuda" and spec.dtype == "float32":
             # Exact fp32: PyTorch lets cuDNN's LSTM and convolutions use TF32 by default. The codec
             # itself sets no process-wide flag; this actor is a process of its own, so here it is safe.
             torch.backends.cudnn.allow_tf32 = False
-        self.codec = SemantiCodec.from_pretrained(**kwargs)
+        self.codec = spec.load()
         self.fault_marker = inject_device_error_once
         self.provenance = self.codec.provenance.to_dict()
 

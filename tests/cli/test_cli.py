@@ -325,6 +325,12 @@ def test_transient_failures_exit_75_and_say_to_rerun(tmp_path):
         "--missing-inputs fail to record them as failures"], lines[-5:]
     assert f"1 inputs hit transient errors; see {out}/retryable/" in lines  # then its type and reason
     assert any(line.startswith("    gone: ") for line in lines), lines[-6:]
+    # kept retryable on purpose (a RayJob over clips that may yet appear): the same leftovers, exit 0
+    done = run_ray_job(["--source", str(manifest), "--output", str(out), *SYNTHETIC, "--quiet",
+                        "--retryable-exit-code", "0"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout)["summary"]["retryable"] == 1
+    assert [line for line in done.stderr.splitlines() if line.strip()][-2:] == lines[-2:]
     # the user says the missing file will not appear: the rerun reads only it and records it as final
     done = run_ray_job(["--source", str(manifest), "--output", str(out), *SYNTHETIC, "--quiet",
                         "--missing-inputs", "fail"])

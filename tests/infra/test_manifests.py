@@ -567,6 +567,8 @@ def test_rayjob_runs_the_tokenizer_and_cleans_up():
     assert args.num_gpus == group["maxReplicas"], (
         "--num-gpus must be given (a cluster scaled to zero has no GPU to count) and match maxReplicas"
     )
+    assert args.retryable_exit_code == 0, "inputs kept retryable (missing clips) must not fail every attempt"
+    assert 0 < spec["backoffLimit"] <= 3 and spec["submitterConfig"]["backoffLimit"] > 0
 
 
 # ---------------------------------------------------------------------------------------------

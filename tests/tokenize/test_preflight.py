@@ -36,6 +36,9 @@ def test_settings_out_of_range():
     with pytest.raises(ConfigError) as error:
         P.check_settings(TokenizeConfig(output="o", max_duration_s=0.0))
     assert str(error.value) == "--max-duration-s must be positive (got 0.0)"
+    with pytest.raises(ConfigError) as error:
+        P.check_settings(TokenizeConfig(output="o", retryable_exit_code=256))
+    assert str(error.value) == "--retryable-exit-code must be 0 to 255 (got 256)"
     P.check_settings(TokenizeConfig(output="o"))  # the defaults pass
 
 

@@ -16,7 +16,7 @@ from pipeline.codecs.semanticodec import SemantiCodec
 from pipeline.demo_audio import BAD_SAMPLES, GOOD_SAMPLES, write_samples
 from pipeline.output.schema import arrow_schema
 from pipeline.tokenize.config import TokenizeConfig
-from pipeline.tokenize.run import encoder_resources, run_tokenize
+from pipeline.tokenize.run import run_tokenize
 from tests.support.audio import flac_bytes
 from tests.support.audioset import AUDIOSET_CSV, CLASS_LABELS
 from tests.support.outputs import assert_each_id_once, read_output, tokens_by_id, validate_manifest
@@ -254,12 +254,3 @@ def test_odd_file_names_give_safe_stable_ids(ray_local, small_checkpoint, tmp_pa
     assert written and all(p.resolve().is_relative_to(out.resolve()) for p in written)
     assert all(p.name.startswith("part-") or p.name in ("manifest.json", "README.md", "_fingerprint.json")
                for p in written)
-
-
-def test_encoder_placement():
-    gpu_pool = encoder_resources(TokenizeConfig(source="x", output="y", num_gpus=(1, 8)), {"CPU": 2})
-    assert (gpu_pool["min"], gpu_pool["max"]) == (1, 8) and gpu_pool["num_gpus"] == 1 and gpu_pool["device"] == "cuda"
-    fixed = encoder_resources(TokenizeConfig(source="x", output="y", num_gpus=4), {"CPU": 2})
-    assert (fixed["min"], fixed["max"]) == (4, 4) and fixed["device"] == "cuda"
-    cpu = encoder_resources(TokenizeConfig(source="x", output="y"), {"CPU": 2})  # a cluster with no GPU
-    assert cpu == {"min": 1, "max": 1, "num_gpus": 0, "num_cpus": 1, "device": "cpu", "threads": 2}
