@@ -130,13 +130,16 @@ class HFParquetSource(Source):
         read now (its read records why)."""
         import pyarrow.parquet as pq
 
-        try:
+        def ids() -> list:
             with self._handle(unit) as handle:
                 parquet = pq.ParquetFile(handle)
                 column = id_column(parquet.schema_arrow)
                 if column is None or not _usable_id_column(parquet.schema_arrow.field(column).type):
                     return [None] * parquet.metadata.num_rows
                 return parquet.read(columns=[column])[column].to_pylist()
+
+        try:
+            return self.with_retries(ids)
         except Exception:  # noqa: BLE001 - unreadable now: read_unit records the failure with its cause
             return []
 
@@ -183,14 +186,16 @@ class HFParquetSource(Source):
                               error_type=type(error).__name__, retryable=is_transient(error))
 
 
-class _TooLarge(dict):
+@dataclass(frozen=True, slots=True)
+class _TooLarge:
     """A row that is not read because its audio is in a page over `MAX_VALUE_BYTES` (or after one in
-    its row group); the dict holds the row's other columns, for its id."""
+    its row group): its other columns (for its id) and why."""
 
-    reason = ""
+    record: dict
+    reason: str
 
 
-def _bounded_rows(parquet, group: int, audio_col: str, with_retries, open_handle) -> Iterator[dict]:
+def _bounded_rows(parquet, group: int, audio_col: str, with_retries, open_handle) -> Iterator[dict | _TooLarge]:
     """The rows of one row group as dicts, read in pieces of bounded size: the whole group when its
     audio is at most `PIECE_BYTES`, else row by row up to the first page over `MAX_VALUE_BYTES`
     (found from the page headers); the rows from that page on come as `_TooLarge`."""
@@ -221,9 +226,7 @@ def _bounded_rows(parquet, group: int, audio_col: str, with_retries, open_handle
                   "without decompressing it)")
         rest = with_retries(lambda: parquet.read_row_group(group, columns=others)).slice(done)
         for record in rest.to_pylist() if others else [{}] * (metadata.num_rows - done):
-            row = _TooLarge(record)
-            row.reason = reason
-            yield row
+            yield _TooLarge(record, reason)
 
 
 def _leaf_index(metadata, path: str) -> int:
@@ -239,7 +242,9 @@ class _Rows:
         root = unit.uri[: len(unit.uri) - len(unit.key)] or "/"
         self.rule = source.uri_rule(folder_of(unit.uri), root, what="the dataset")
 
-    def item(self, record: dict, row: int) -> SourceItem | None:
+    def item(self, record: dict | _TooLarge, row: int) -> SourceItem | None:
+        too_large = record.reason if isinstance(record, _TooLarge) else None
+        record = record.record if isinstance(record, _TooLarge) else record
         unit = self.unit
         positional = row_id(unit.key, row, None)
         uri = row_uri(unit.uri, row)
@@ -254,8 +259,8 @@ class _Rows:
                 return None
             return failed_item(positional, uri, STAGE_READ,
                                duplicate_message(item_id, row_place(unit.key, row), first), DUPLICATE_ERROR)
-        if isinstance(record, _TooLarge):
-            return failed_item(item_id, uri, STAGE_READ, record.reason, TOO_LARGE_ERROR)
+        if too_large:
+            return failed_item(item_id, uri, STAGE_READ, too_large, TOO_LARGE_ERROR)
         audio = record.get(self.audio_col) or {}
         data, path = audio.get("bytes"), audio.get("path")
         if not data and path:
