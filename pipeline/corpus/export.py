@@ -6,8 +6,9 @@ Writes DIR/tokens.{bin,idx} (interleaved) or DIR/semantic.{bin,idx} + DIR/acoust
 (parallel), one sequence per clip (chunk) in shard order, DIR/vocab.json describing the id
 layout, special tokens and the codec provenance, and DIR/documents.jsonl: line k says where
 sequence k comes from (id, chunk_index, num_chunks, uri, source_start_s, source_end_s: the span of
-the object at uri it covers, null in files written before spans). --tokens may be local or any fsspec URL. Inputs
-that are not complete (a chunk missing, or a failure recorded) are left out and counted.
+the object at uri it covers, null in files written before spans). --tokens may be local or any
+fsspec URL. Inputs that are not complete (a chunk missing, or a failure recorded) are left out and
+counted.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ class Document:
     source_start_s: float | None = None  # the span of the object at `uri` this chunk covers, seconds
     source_end_s: float | None = None
 
-    def continues(self, previous: "Document") -> bool:
+    def continues(self, previous: Document) -> bool:
         """True when this chunk is the part of the same source object right after `previous`."""
         if (self.id, self.uri, self.chunk_index) != (previous.id, previous.uri, previous.chunk_index + 1):
             return False

@@ -142,6 +142,5 @@ def _pipeline_own(checkpoint: str) -> bool:
         return True
     if "://" in checkpoint:
         return False
-    cache = os.path.realpath(default_cache_dir())
-    relative = os.path.relpath(os.path.realpath(checkpoint), cache)
-    return relative.startswith("synthetic-") and ".." not in relative.split(os.sep)
+    relative = os.path.relpath(os.path.realpath(checkpoint), os.path.realpath(default_cache_dir()))
+    return relative.split(os.sep)[0].startswith("synthetic-")  # a path outside the cache starts with ".."

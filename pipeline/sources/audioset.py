@@ -17,8 +17,7 @@ import posixpath
 from dataclasses import dataclass
 
 from ..errors import SourceError
-from ..records import SourceItem
-from ..records import STAGE_READ, Failure
+from ..records import STAGE_READ, Failure, SourceItem
 from .base import AUDIO_EXTENSIONS, WorkUnit, single_unit
 from .files import FilesSource
 from .ids import check_ids

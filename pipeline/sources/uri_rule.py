@@ -46,7 +46,7 @@ class Location:
     scheme: str
     path: str
 
-    def under(self, folder: "Location") -> bool:
+    def under(self, folder: Location) -> bool:
         if self.scheme != folder.scheme:
             return False
         top = folder.path.rstrip("/")

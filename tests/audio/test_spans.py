@@ -4,6 +4,7 @@ a segment's offset plus the chunk's start, on every decode path (whole, streamed
 from __future__ import annotations
 
 import io
+import itertools
 
 import numpy as np
 import pytest
@@ -29,7 +30,7 @@ def test_chunk_spans_are_in_the_files_own_time(rate, resample, start_s, end_s):
     infos = [c.info for c in chunks]
     assert infos[0].source_start_s == pytest.approx(start_s or 0.0)
     assert infos[-1].source_end_s == pytest.approx(end_s or 32.0, abs=1e-3)
-    for previous, info in zip(infos, infos[1:]):
+    for previous, info in itertools.pairwise(infos):
         assert info.source_start_s == pytest.approx(previous.source_end_s)
     for info in infos:
         assert info.source_start_s == pytest.approx((start_s or 0.0) + info.chunk_start_s)

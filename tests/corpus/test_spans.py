@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from pipeline.corpus import PackedTokenDataset, TokenCorpus
 from pipeline.corpus.export import export
-from pipeline.output.folder import TOKENS_DIR, OutputFolder, PROVENANCE_KEY, tokens_table
+from pipeline.output.folder import PROVENANCE_KEY, TOKENS_DIR, OutputFolder, tokens_table
 from pipeline.output.schema import TOKENS_SCHEMA_VERSION, arrow_schema
 
 PROVENANCE = {"codec": "semanticodec", "variant": "semanticodec-r100-v4096", "token_rate": 100,

@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 
 from pipeline.errors import OutputError
-from pipeline.output.folder import FAILURES_DIR, FINGERPRINT_FILE, RETRYABLE_DIR, TOKENS_DIR, OutputFolder, shard_digest
+from pipeline.output.folder import (
+    FAILURES_DIR,
+    FINGERPRINT_FILE,
+    RETRYABLE_DIR,
+    TOKENS_DIR,
+    OutputFolder,
+    shard_digest,
+)
 from pipeline.output.identity import run_fingerprint
 from pipeline.output.lease import LEASE_FILE, WriterLease
 from pipeline.output.shards import write_records

@@ -81,7 +81,7 @@ def spellings(base: str) -> dict[str, list[str]]:
         "parquet": [f"{base}/parquet", f"{base}/parquet/", f"{base}/parquet/*.parquet", f"{base}/parquet/train-*"],
     }
     if local:
-        for kind, urls in out.items():
+        for urls in out.values():
             urls.append("file://" + urls[0])
     return out
 

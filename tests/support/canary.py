@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Self
 
 from tests.support.audio import wav_bytes
 
@@ -39,7 +40,7 @@ class CanaryServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
-    def __enter__(self) -> "CanaryServer":
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 

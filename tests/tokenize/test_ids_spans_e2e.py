@@ -31,8 +31,8 @@ CHUNK_WINDOWS = 2  # 20.48 s chunks
 
 
 def config(source, output, small_checkpoint, **extra) -> TokenizeConfig:
-    base = dict(source=str(source), output=str(output), checkpoint=str(small_checkpoint), token_rate=100,
-                semantic_vocab_size=4096, max_batch_windows=4, rows_per_file=4, chunk_windows=CHUNK_WINDOWS)
+    base = {"source": str(source), "output": str(output), "checkpoint": str(small_checkpoint), "token_rate": 100,
+            "semantic_vocab_size": 4096, "max_batch_windows": 4, "rows_per_file": 4, "chunk_windows": CHUNK_WINDOWS}
     return TokenizeConfig(**{**base, **extra})
 
 
