@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Iterator
+from contextlib import closing
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -213,11 +214,12 @@ def _bounded_rows(parquet, group: int, audio_col: str, with_retries, open_handle
     readable = metadata.num_rows if too_large is None else too_large.first_value
     done = 0
     if readable:
-        for batch in parquet.iter_batches(batch_size=1, row_groups=[group], use_threads=False):
-            yield from batch.to_pylist()
-            done += batch.num_rows
-            if done >= readable:
-                break
+        with closing(parquet.iter_batches(batch_size=1, row_groups=[group], use_threads=False)) as batches:
+            for batch in batches:  # closed when done: its reader is released before the next page is reached
+                yield from batch.to_pylist()
+                done += batch.num_rows
+                if done >= readable:
+                    break
     if done < metadata.num_rows:
         others = [name for name in parquet.schema_arrow.names if name != audio_col]
         reason = (f"not read: row group {group} holds a Parquet page of "
