@@ -39,10 +39,6 @@ class Listing:
     def uri_of(self, path: str) -> str:
         return self.prefix + path
 
-    @property
-    def root_url(self) -> str:
-        return self.prefix + (self.root or "/")
-
 
 def has_glob(url: str) -> bool:
     return any(ch in url for ch in GLOB_CHARS)
