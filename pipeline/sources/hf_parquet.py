@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Iterator
-from contextlib import closing
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 
 from ..errors import SourceError
