@@ -65,8 +65,10 @@ class ChunkInfo:
     uri: str
     chunk_index: int = 0
     num_chunks: int = 1
-    chunk_start_s: float = 0.0
+    chunk_start_s: float = 0.0  # in the input (a manifest segment starts at 0)
     duration_s: float = 0.0
+    source_start_s: float = 0.0  # the span of the source object the chunk covers, in the source's own time
+    source_end_s: float = 0.0
     source_sample_rate: int = 0
     source_channels: int = 0
     labels: list[str] | None = None

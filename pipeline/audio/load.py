@@ -315,5 +315,7 @@ def _chunk(item: SourceItem, source: _Decode, samples: np.ndarray, index: int, c
         source_sample_rate=int(source.rate), source_channels=int(source.channels),
         labels=item.labels, human_labels=item.human_labels, meta=meta,
     )
+    info.source_start_s = (item.start_s or 0.0) + info.chunk_start_s  # the span in the file's own time
+    info.source_end_s = info.source_start_s + info.duration_s
     return AudioChunk(info=info, waveform=np.ascontiguousarray(samples, dtype=np.float32),
                       resample_from=0 if span_output is None else int(source.rate))

@@ -58,6 +58,11 @@ def _value_parser(hint) -> Callable[[str], object]:
     raise TypeError(f"no command-line parser for a field of type {hint}")
 
 
+def _is_list(hint) -> bool:
+    options = typing.get_args(hint) if _is_union(hint) else (hint,)
+    return any(typing.get_origin(a) is list for a in options)
+
+
 def _is_union(hint) -> bool:
     return typing.get_origin(hint) in (typing.Union, types.UnionType)
 
@@ -129,6 +134,8 @@ def build_parser(config_cls, description: str, prog: str | None = None) -> argpa
             kwargs: dict = {"dest": f.name, "default": default, "help": _help_of(f, default)}
             if hints[f.name] is bool:
                 kwargs["action"] = argparse.BooleanOptionalAction if default else "store_true"
+            elif _is_list(hints[f.name]):  # a repeatable option: each use adds one value
+                kwargs.update(action="append", type=str, metavar=f.metadata.get("metavar"))
             else:
                 kwargs["type"] = _value_parser(hints[f.name])
                 if "choices" not in f.metadata:

@@ -146,12 +146,16 @@ def _tokenize_qa(config: TokenizeConfig) -> None:
     from ..report.config import SpotCheckConfig
     from ..report.ray_decode import decode_with_ray
     from ..report.spot_check import run_spot_check
+    from ..sources.listing import listing_root
 
     local = "://" not in config.output or config.output.startswith("file://")
     report_dir = config.qa_report or (join_url(config.output, "qa_report") if local else "qa_report")
     s3 = {f.name: getattr(config, f.name) for f in dataclasses.fields(SpotCheckConfig)
           if f.name in ("s3_endpoint_url", "s3_region", "aws_profile", "s3_anon")}
-    qa = SpotCheckConfig(tokens=config.output, report=report_dir, samples=config.qa_samples,
+    # the originals are where this run read them: the source's folder, --audio-root, --allow-uri-prefix
+    read_from = [listing_root(config.source, config.storage_options()), *filter(None, [config.audio_root]),
+                 *(config.allow_uri_prefix or ())]
+    qa = SpotCheckConfig(tokens=config.output, report=report_dir, samples=config.qa_samples, allow_uri_prefix=read_from,
                          checkpoint=config.checkpoint, ddim_steps=config.qa_ddim_steps, **s3)
     report = run_spot_check(qa, decode_fn=decode_with_ray, progress=not config.quiet)
     print_flags(report)

@@ -71,7 +71,8 @@ class PackedTokenDataset(IterableDataset):
         buffer: list = []
         for shard in self.shards_for(part, parts):
             for doc in self.corpus.documents(shard):
-                info = {"id": doc.id, "chunk_index": doc.chunk_index, "shard": doc.shard}
+                info = {"id": doc.id, "chunk_index": doc.chunk_index, "shard": doc.shard, "uri": doc.uri,
+                        "source_start_s": doc.source_start_s, "source_end_s": doc.source_end_s}
                 entry = (info, self.layout.flatten(doc.semantic, doc.acoustic))
                 if not self.shuffle:
                     yield entry

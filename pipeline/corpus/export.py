@@ -3,9 +3,12 @@
     python jobs/export_corpus.py --tokens OUT --output DIR [--layout interleaved|parallel] [--bos] [--no-eos]
 
 Writes DIR/tokens.{bin,idx} (interleaved) or DIR/semantic.{bin,idx} + DIR/acoustic.{bin,idx}
-(parallel), one sequence per clip (chunk) in shard order, and DIR/vocab.json describing the id
-layout, special tokens and the codec provenance. --tokens may be local or any fsspec URL. Inputs
-that are not complete (a chunk missing, or a failure recorded) are left out and counted.
+(parallel), one sequence per clip (chunk) in shard order, DIR/vocab.json describing the id
+layout, special tokens and the codec provenance, and DIR/documents.jsonl: line k says where
+sequence k comes from (id, chunk_index, num_chunks, uri, source_start_s, source_end_s: the span of
+the object at uri it covers, null in files written before spans). --tokens may be local or any
+fsspec URL. Inputs that are not complete (a chunk missing, or a failure recorded) are left out and
+counted.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from .layout import LAYOUTS, TokenLayout
 from .reader import TokenCorpus
 
 SUMMARY_KEYS = ("layout", "vocab_size", "dtype", "documents", "tokens", "files", "left_out")
+DOCUMENTS_FILE = "documents.jsonl"
 SHOWN_IDS = 5
 
 
@@ -35,17 +39,22 @@ def export(tokens: str, output: str, layout_name: str = "interleaved", bos: bool
     names = ["tokens"] if layout_name == "interleaved" else ["semantic", "acoustic"]
     writers = [IndexedWriter(out / name, layout.dtype) for name in names]
     documents = total = 0
-    for shard in corpus.shards:
-        for doc in corpus.documents(shard):
-            ids = layout.flatten(doc.semantic, doc.acoustic)
-            for writer, stream in zip(writers, ids if layout_name == "parallel" else [ids]):
-                writer.add(stream)
-            documents += 1
-            total += ids.size
+    with open(out / DOCUMENTS_FILE, "w", encoding="utf-8") as where:
+        for shard in corpus.shards:
+            for doc in corpus.documents(shard):
+                ids = layout.flatten(doc.semantic, doc.acoustic)
+                for writer, stream in zip(writers, ids if layout_name == "parallel" else [ids]):
+                    writer.add(stream)
+                where.write(json.dumps({"id": doc.id, "chunk_index": doc.chunk_index, "num_chunks": doc.num_chunks,
+                                        "uri": doc.uri, "source_start_s": doc.source_start_s,
+                                        "source_end_s": doc.source_end_s}, ensure_ascii=False) + "\n")
+                documents += 1
+                total += ids.size
     for writer in writers:
         writer.close()
     left_out = {"incomplete_ids": len(corpus.index.incomplete_ids), "duplicate_rows": corpus.index.duplicate_rows}
-    vocab = {**layout.describe(), "files": [f"{n}.bin" for n in names], "documents": documents, "tokens": total,
+    vocab = {**layout.describe(), "files": [f"{n}.bin" for n in names], "documents_index": DOCUMENTS_FILE,
+             "documents": documents, "tokens": total,
              "left_out": left_out, "codec": corpus.provenance, "source": tokens}
     (out / "vocab.json").write_text(json.dumps(vocab, indent=2) + "\n")
     if corpus.index.incomplete_ids:

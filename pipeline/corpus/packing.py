@@ -12,7 +12,8 @@ import numpy as np
 class PackedSequence:
     input_ids: np.ndarray  # [L] (interleaved) or [2, L] (parallel); L = seq_len except maybe the last
     boundaries: list[dict] = field(default_factory=list)
-    """One entry per document piece: id, chunk_index, shard, seq_start, doc_start, length."""
+    """One entry per document piece: id, chunk_index, shard, uri, source_start_s, source_end_s (the
+    span of the source object), seq_start, doc_start, length."""
 
 
 def pack(documents: Iterable[tuple[dict, np.ndarray]], seq_len: int, drop_last: bool = False) -> Iterator[PackedSequence]:

@@ -1,5 +1,10 @@
 """Read a token output folder (local or any fsspec URL) as documents, refusing mixed corpora and
-leaving out inputs that are not complete (see `index.py`)."""
+leaving out inputs that are not complete (see `index.py`).
+
+Each document says where its audio is: `uri` and the span [source_start_s, source_end_s) of that
+object it covers (None in files written before spans, tokens schema minor < 2), so a training job
+can find a row's source, re-tokenize it or align it with text, and tell which chunks are
+consecutive parts of one file (`Document.continues`)."""
 
 from __future__ import annotations
 
@@ -24,6 +29,10 @@ class CorpusError(UserError):
     """The corpus cannot be used as one training set (no shards, unknown schema, mixed codecs, ...)."""
 
 
+SPAN_COLUMNS = ("source_start_s", "source_end_s")  # since tokens schema minor 2
+SPAN_TOLERANCE_S = 1e-6
+
+
 @dataclass(frozen=True)
 class Document:
     id: str
@@ -31,6 +40,18 @@ class Document:
     semantic: np.ndarray
     acoustic: np.ndarray
     shard: str
+    uri: str = ""
+    num_chunks: int = 1
+    source_start_s: float | None = None  # the span of the object at `uri` this chunk covers, seconds
+    source_end_s: float | None = None
+
+    def continues(self, previous: Document) -> bool:
+        """True when this chunk is the part of the same source object right after `previous`."""
+        if (self.id, self.uri, self.chunk_index) != (previous.id, previous.uri, previous.chunk_index + 1):
+            return False
+        if self.source_start_s is None or previous.source_end_s is None:
+            return True  # files without spans: the chunk order is all there is
+        return abs(self.source_start_s - previous.source_end_s) <= SPAN_TOLERANCE_S
 
 
 class TokenCorpus:
@@ -97,11 +118,16 @@ class TokenCorpus:
 
     def documents(self, shard: str) -> Iterator[Document]:
         """The clips (chunks) of one shard that belong to complete inputs, in file order."""
-        table = pq.read_table(shard, columns=["id", "chunk_index", "semantic", "acoustic"], filesystem=self._arrow_fs)
+        names = pq.read_schema(shard, filesystem=self._arrow_fs).names
+        spans = [c for c in SPAN_COLUMNS if c in names]
+        table = pq.read_table(shard, columns=["id", "chunk_index", "num_chunks", "uri", "semantic", "acoustic", *spans],
+                              filesystem=self._arrow_fs)
         mask = self.index.keep_mask(shard, table.num_rows)
         if mask is not None:
             table = table.filter(mask)
-        ids, chunks = table["id"].to_pylist(), table["chunk_index"].to_pylist()
+        ids, chunks, counts, uris = (table[c].to_pylist() for c in ("id", "chunk_index", "num_chunks", "uri"))
+        starts, ends = (table[c].to_pylist() if c in spans else [None] * table.num_rows for c in SPAN_COLUMNS)
         semantic, acoustic = table["semantic"], table["acoustic"]
         for i in range(table.num_rows):
-            yield Document(ids[i], chunks[i], semantic[i].values.to_numpy(), acoustic[i].values.to_numpy(), shard)
+            yield Document(ids[i], chunks[i], semantic[i].values.to_numpy(), acoustic[i].values.to_numpy(), shard,
+                           uris[i], counts[i], starts[i], ends[i])

@@ -35,6 +35,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from ..errors import OutputError
+from .identity import ID_RULE_KEY, LEGACY_ID_RULE
 from .schema import FAILURES_SCHEMA_VERSION, TOKENS_SCHEMA_VERSION, arrow_schema
 
 TOKENS_DIR = "tokens"
@@ -225,19 +226,23 @@ class OutputFolder:
         if recorded is None:
             if committed_provenance:
                 legacy = {key: committed_provenance.get(key) for key in ("variant", "dtype") if key in fingerprint}
-                self._check_against({**fingerprint, **legacy}, fingerprint)
+                self._check_against({**fingerprint, **legacy, ID_RULE_KEY: LEGACY_ID_RULE}, fingerprint)
             self.publish(FINGERPRINT_FILE, (json.dumps(fingerprint, indent=2, sort_keys=True) + "\n").encode())
             return
+        if ID_RULE_KEY in fingerprint and isinstance(recorded, dict):
+            recorded = {ID_RULE_KEY: LEGACY_ID_RULE, **recorded}
         self._check_against(recorded, fingerprint)
 
     def _check_against(self, recorded: dict, fingerprint: dict) -> None:
         differences = _differences(recorded, fingerprint)
         if differences:
             shown = "; ".join(f"{key}: output has {old!r}, this run {new!r}" for key, (old, new) in differences.items())
-            raise OutputError(
-                f"{self.url} was written with other settings ({shown}); resuming would mix two corpora. "
-                "Rerun with the original settings, choose another --output, or pass --overwrite to start afresh"
-            )
+            fix = "Rerun with the original settings, choose another --output, or pass --overwrite to start afresh"
+            if ID_RULE_KEY in differences:  # no setting brings an old rule back
+                fix = ("Its ids were made by another id rule (the same audio would get a second id): choose another "
+                       "--output, or pass --overwrite to start afresh")
+            raise OutputError(f"{self.url} was written with other settings ({shown}); resuming would mix two "
+                              f"corpora. {fix}")
 
     def probe_writable(self) -> None:
         """Write and delete a small object under _tmp/ (missing bucket, no PutObject, read-only folder)."""

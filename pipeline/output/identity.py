@@ -10,6 +10,8 @@ from __future__ import annotations
 
 IDENTITY_KEYS = ("codec", "variant", "token_rate", "semantic_vocab_size", "acoustic_vocab_size", "synthetic_weights")
 IDENTITY_FILES = ("encoder", "semantic_codebook")
+ID_RULE_KEY = "id_rule"
+LEGACY_ID_RULE = 1  # outputs whose fingerprint has no id rule were made with the first one
 
 
 def codec_identity(provenance: dict) -> dict:
@@ -25,10 +27,15 @@ def identity_differences(a: dict, b: dict) -> dict:
     return {key: (a.get(key), b.get(key)) for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)}
 
 
-def run_fingerprint(*, variant: str, dtype: str, chunk_windows: int, tokens_schema_version: int) -> dict:
+def run_fingerprint(*, variant: str, dtype: str, chunk_windows: int, tokens_schema_version: int,
+                    id_rule: int | None = None) -> dict:
     """What a resumed run must share with the run that started an output folder: the codec variant,
     the encoder's numeric mode (bf16 tokens differ slightly from fp32), the chunking (chunk indexes
-    of different chunkings are not comparable) and the schema's major version. The weights are
-    compared by `codec_identity` when the encoders load (it needs the files' hashes)."""
+    of different chunkings are not comparable), the schema's major version and the id rule (the
+    same audio must keep its id: `pipeline/sources/ids.py`, default the current rule). The
+    weights are compared by `codec_identity` when the encoders load (it needs the files' hashes)."""
+    from ..sources.ids import ID_RULE_VERSION
+
     return {"variant": variant, "dtype": dtype, "chunk_windows": int(chunk_windows),
-            "tokens_schema_version": int(tokens_schema_version)}
+            "tokens_schema_version": int(tokens_schema_version),
+            ID_RULE_KEY: int(ID_RULE_VERSION if id_rule is None else id_rule)}

@@ -22,6 +22,7 @@ def token_row(chunk: EncodedChunk) -> dict:
     return {
         "id": info.id, "uri": info.uri, "chunk_index": info.chunk_index, "num_chunks": info.num_chunks,
         "chunk_start_s": info.chunk_start_s, "duration_s": info.duration_s,
+        "source_start_s": info.source_start_s, "source_end_s": info.source_end_s,
         "source_sample_rate": info.source_sample_rate, "source_channels": info.source_channels,
         "num_frames": chunk.num_frames, "semantic": np.asarray(chunk.semantic, np.uint16),
         "acoustic": np.asarray(chunk.acoustic, np.uint16),

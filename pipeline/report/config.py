@@ -19,6 +19,10 @@ class SpotCheckConfig(S3Config):
     checkpoint: str | None = option(None, "SemantiCodec weights with a decoder, overriding the checkpoint recorded "
                                     "in the corpus: hf://owner/repo, a folder, an fsspec URL, or synthetic:small / "
                                     "synthetic:golden (random test weights)")
+    allow_uri_prefix: list[str] | None = option(None, "where the corpus's uris (originals) and recorded checkpoint "
+                                                "may point besides the corpus folder: a folder or URL prefix, "
+                                                "repeatable (e.g. /data/audio/ or s3://bucket/audio/)",
+                                                metavar="PREFIX")
     ddim_steps: int = option(50, "DDIM steps per decode (fewer is faster and rougher; 50 is the official value)")
     cfg_scale: float = option(2.0, "classifier-free guidance scale of the decoder")
     seed: int = option(0, "picks the rows and seeds the decoder noise (sample k uses seed + k)")

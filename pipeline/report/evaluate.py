@@ -40,7 +40,8 @@ def evaluate_sample(planned: PlannedRow, result: DecodeResult | None, fetched: t
         "index": k, "id": row["id"], "chunk_index": row["chunk_index"], "num_chunks": row["num_chunks"],
         "shard": row["shard"], "row": row["row"], "uri": row["uri"], "labels": row.get("labels") or [],
         "human_labels": row.get("human_labels") or [], "speech": speech, "duration_s": float(row["duration_s"]),
-        "chunk_start_s": float(row["chunk_start_s"]), "num_frames": int(row["num_frames"]),
+        "chunk_start_s": float(row["chunk_start_s"]), "source_start_s": row.get("source_start_s"),
+        "source_end_s": row.get("source_end_s"), "num_frames": int(row["num_frames"]),
         "decoded_frames": limit, "decoded_s": want_s, "seed": planned.request.seed, "status": "ok", "error": None,
         "original": {"available": False, "reason": None}, "audio": {"original": None, "decoded": None},
         "spectrogram": None, "metrics": None, "decode_s": None, "notes": [],
@@ -57,7 +58,8 @@ def evaluate_sample(planned: PlannedRow, result: DecodeResult | None, fetched: t
 
     original, reason, file_s = fetched
     entry["original"] = {"available": original is not None, "reason": reason}
-    if original is not None and row["num_chunks"] == 1 and file_s is not None \
+    span_known = row.get("source_start_s") is not None  # the original is the row's own span
+    if original is not None and not span_known and row["num_chunks"] == 1 and file_s is not None \
             and abs(file_s - entry["duration_s"]) > DURATION_TOLERANCE_S:
         notes.append(f"the file is {file_s:.2f} s but the row encodes {entry['duration_s']:.2f} s "
                      "(a start/end offset in the source?); compared from the file's start")

@@ -48,8 +48,10 @@ def build_flags(settings: dict, stats: dict, uris: dict, failures: dict, samples
         add("unknown_uri", "error", uris["count"], f"{uris['count']} row(s) point at audio that does not exist or "
             "cannot be addressed: " + ", ".join(f"{r['id']} ({r['status']}: {r['uri']})" for r in uris["rows"][:5]))
     if uris["unchecked_rows"]:
+        outside = uris.get("outside_rule_rows", 0)
         add("uris_unchecked", "info", uris["unchecked_rows"], f"{uris['unchecked_rows']} row(s) whose uri was not "
-            "checked (listing limit or error)")
+            "checked (listing limit or error" + (f"; {outside} outside the corpus folder and every "
+                                                 "--allow-uri-prefix: the URI rule" if outside else "") + ")")
     if failures["count"]:
         add("failures", "warning", failures["count"], f"{failures['count']} input(s) failed to tokenize: " +
             ", ".join(f"{k} {v}" for k, v in failures["by_type"].items()))

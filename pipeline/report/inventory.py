@@ -1,6 +1,12 @@
 """What a token output folder holds, before anything is decoded: its committed shards, failure
 shards and manifest, each shard's codec provenance, shards made with another codec than the first,
-and the codec settings the report works with.
+the codec settings the report works with, and which checkpoint it may decode with.
+
+The checkpoint a corpus records is a URI from data (`pipeline/sources/uri_rule.py`): the report
+decodes with the user's --checkpoint, or with the recorded one only when the URI rule allows it
+(under the corpus folder or an --allow-uri-prefix; the pipeline's own default repository and the
+synthetic weights it builds itself are allowed too) and its encoder files hash to the SHA-256s the
+corpus recorded. Otherwise nothing is downloaded or loaded, and the report says why.
 
 "Another codec" is `pipeline.output.identity.codec_identity`, the same rule the corpus reader and the
 resume check use. A folder that does not exist or holds no token shards is a user's mistake
@@ -14,6 +20,7 @@ from dataclasses import dataclass, field
 from ..codecs.semanticodec.variants import ACOUSTIC_VOCAB_SIZE, SEMANTIC_VOCAB_SIZES, TOKEN_RATES
 from ..errors import SourceError
 from ..output.identity import codec_identity
+from ..sources.uri_rule import UriRule
 from .token_stats import read_provenance, shard_name
 
 CODEC_KEYS = ("codec", "variant", "token_rate", "semantic_vocab_size", "acoustic_vocab_size", "checkpoint",
@@ -91,3 +98,49 @@ def codec_settings(provenances: list[dict], manifest: dict | None, checkpoint: s
     out["checkpoint"] = checkpoint or settings.get("checkpoint")
     out["checkpoint_overridden"] = checkpoint is not None
     return out
+
+
+def decoder_checkpoint(settings: dict, provenance: dict | None, rule: UriRule,
+                       storage_options: dict | None) -> tuple[str | None, str | None]:
+    """(the checkpoint to decode with, None), or (None, why the corpus's recorded one is not used)."""
+    if settings["checkpoint_overridden"]:
+        return settings["checkpoint"], None
+    recorded = settings.get("recorded_checkpoint")
+    if not recorded:
+        return None, "no checkpoint recorded in the corpus and none given (--checkpoint)"
+    recorded = str(recorded)
+    if recorded.startswith("synthetic:"):  # built here from a seed, nothing is fetched
+        return recorded, None
+    fix = "pass --checkpoint with the weights to decode with"
+    if not (_pipeline_own(recorded) or rule.allows(recorded.split("@")[0] if recorded.startswith("hf://") else recorded)):
+        return None, (f"the corpus names the checkpoint {recorded[:300]!r}, outside the corpus folder and every "
+                      f"--allow-uri-prefix (the URI rule: a corpus cannot make the report fetch weights): {fix}")
+    expected = codec_identity(provenance or {})["files"]
+    if not all(expected.values()):
+        return None, f"the corpus records no SHA-256 of its encoder files to check {recorded[:300]!r} against: {fix}"
+    from ..codecs.semanticodec.checkpoint import encoder_file_hashes
+    from ..fsutil import options_for
+
+    try:
+        found = encoder_file_hashes(recorded, int(settings["token_rate"]), int(settings["semantic_vocab_size"]),
+                                    storage_options=options_for(recorded, storage_options) or None)
+    except Exception as error:  # noqa: BLE001 - the report goes on without decodes, and says why
+        return None, f"cannot check the corpus's checkpoint {recorded[:300]!r} ({type(error).__name__}: {error}): {fix}"
+    if found != expected:
+        return None, (f"the encoder files at the corpus's checkpoint {recorded[:300]!r} do not have the SHA-256s the "
+                      f"corpus recorded (other weights): {fix}")
+    return recorded, None
+
+
+def _pipeline_own(checkpoint: str) -> bool:
+    """The pipeline's default repository (any revision), or synthetic weights it built in its cache."""
+    import os
+
+    from ..codecs.semanticodec.checkpoint import DEFAULT_CHECKPOINT, default_cache_dir
+
+    if checkpoint == DEFAULT_CHECKPOINT or checkpoint.startswith(DEFAULT_CHECKPOINT + "@"):
+        return True
+    if "://" in checkpoint:
+        return False
+    relative = os.path.relpath(os.path.realpath(checkpoint), os.path.realpath(default_cache_dir()))
+    return relative.split(os.sep)[0].startswith("synthetic-")  # a path outside the cache starts with ".."

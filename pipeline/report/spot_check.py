@@ -10,6 +10,12 @@ decode (an injected `DecodeFn`: in this process by default, or `pipeline.report.
 Bad rows never stop the run: a row whose tokens are out of range is reported with the codec's
 error, a uri that cannot be read is reported as "original unavailable", and the report is written
 in every case. A folder that is not a token output folder is a `SourceError` (one line).
+
+A corpus reaches only itself: its `uri` column and recorded checkpoint are URIs from data, used
+under the URI rule (`pipeline/sources/uri_rule.py`): originals are read, and uris checked, only
+under the corpus folder or an --allow-uri-prefix (the tokenize job's own QA stage allows its
+source's folder); the decoder is the --checkpoint given, or the corpus's after the checks of
+`inventory.decoder_checkpoint`.
 """
 
 from __future__ import annotations
@@ -20,18 +26,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..errors import ConfigError, OutputError
+from ..sources.uri_rule import UriRule
 from . import REPORT_SCHEMA, REPORT_SCHEMA_VERSION
 from . import metrics as M
 from .config import SpotCheckConfig
 from .decode import DecodeFn, DecodeOutcome, DecoderSpec, decode_in_process
 from .evaluate import aggregate, evaluate_sample
 from .flags import build_flags, report_exit_code
-from .inventory import codec_settings, take_inventory
-from .originals import fetch_original
+from .inventory import codec_settings, decoder_checkpoint, take_inventory
+from .originals import fetch_original, row_span_start
 from .plan import pick_rows, plan_rows
 from .progress import SampleProgress
 from .render import write_figures, write_report, write_sample_media
-from .token_stats import check_uris, failure_stats, scan_tokens
+from .token_stats import check_uris, classify_uri, failure_stats, scan_tokens
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +63,16 @@ def prepare_report_dir(value: str) -> Path:
     return report_dir
 
 
+def _check_uris(uris: dict[str, dict], rule: UriRule, storage_options: dict | None) -> dict:
+    """`check_uris` for the uris the rule allows; the others are counted, never listed or requested."""
+    inside = {uri: key for uri, key in uris.items() if rule.allows(uri) or classify_uri(uri) is not None}
+    checked = check_uris(inside, storage_options, max_listed=MAX_LISTED)
+    outside = sum(key["rows"] for uri, key in uris.items() if uri not in inside)
+    checked["outside_rule_rows"] = outside
+    checked["unchecked_rows"] += outside
+    return checked
+
+
 def run_spot_check(config: SpotCheckConfig, decode_fn: DecodeFn | None = None, progress: bool = True) -> dict:
     """Run the whole QA stage; returns the report dict (also written as report.json).
 
@@ -69,15 +86,19 @@ def run_spot_check(config: SpotCheckConfig, decode_fn: DecodeFn | None = None, p
         decode_fn = decode_in_process
     started = time.perf_counter()
     storage_options = config.storage_options() or None
+    rule = UriRule(config.tokens, allowed_prefixes=tuple(config.allow_uri_prefix or ()), what="the corpus folder")
     inventory = take_inventory(config.tokens, storage_options)
     report_dir = prepare_report_dir(config.report)  # after the corpus check: a mistake leaves no empty folder
     settings = codec_settings(inventory.provenances, inventory.manifest, config.checkpoint)
+    checkpoint, checkpoint_refused = decoder_checkpoint(settings, (inventory.provenances or [None])[0], rule,
+                                                        storage_options)
+    settings["checkpoint"] = checkpoint
 
     scan_started = time.perf_counter()
     stats = scan_tokens(inventory.fs, inventory.shards, semantic_vocab_size=int(settings["semantic_vocab_size"]),
                         acoustic_vocab_size=int(settings["acoustic_vocab_size"]),
                         token_rate=int(settings["token_rate"]), max_listed=MAX_LISTED)
-    uris = check_uris(stats.uris, storage_options, max_listed=MAX_LISTED)
+    uris = _check_uris(stats.uris, rule, storage_options)
     failures = failure_stats(inventory.fs, inventory.failure_shards)
     scan_s = time.perf_counter() - scan_started
     listed = {u["shard"] for u in inventory.unreadable}
@@ -89,8 +110,8 @@ def run_spot_check(config: SpotCheckConfig, decode_fn: DecodeFn | None = None, p
     spec = DecoderSpec(settings["checkpoint"], int(settings["token_rate"]), int(settings["semantic_vocab_size"]),
                        config.ddim_steps, config.cfg_scale, config.device, storage_options)
     requests = [p.request for p in planned if p.usable]
-    outcome = DecodeOutcome({}, in_process=decode_fn is decode_in_process)
-    if requests:
+    outcome = DecodeOutcome({}, codec_error=checkpoint_refused, in_process=decode_fn is decode_in_process)
+    if requests and not checkpoint_refused:
         log.info("decoding %d sampled rows (%d DDIM steps)", len(requests), config.ddim_steps)
         with SampleProgress(len(requests), disable=not progress or config.quiet) as bar:
             outcome = decode_fn(spec, requests, bar)
@@ -101,7 +122,7 @@ def run_spot_check(config: SpotCheckConfig, decode_fn: DecodeFn | None = None, p
     samples = []
     for plan in planned:
         row = plan.row
-        fetched = fetch_original(row["uri"], float(row["chunk_start_s"]), plan.seconds, storage_options)
+        fetched = fetch_original(row["uri"], row_span_start(row), plan.seconds, storage_options, rule=rule)
         evaluation = evaluate_sample(plan, outcome.results.get(plan.request.index), fetched, unknown_uris=unknown,
                                      codec_error=outcome.codec_error)
         write_sample_media(evaluation, report_dir)

@@ -6,18 +6,20 @@ import os
 
 from ..errors import SourceError
 from .audioset import AudioSetSource
-from .base import AUDIO_EXTENSIONS, DEFAULT_READ_RETRIES, Source, WorkUnit, protocol_prefix, user_errors
-from .files import FilesSource, has_glob
+from .base import AUDIO_EXTENSIONS, DEFAULT_READ_RETRIES, Source, WorkUnit, user_errors
+from .files import FilesSource
 from .hf_parquet import HF_DATASETS_PREFIX, HFParquetSource, is_hf_audio_parquet
-from .ids import MAX_ID_CHARS, dedupe_units, find_duplicate_ids, id_problem
+from .ids import ID_RULE_VERSION, MAX_ID_CHARS, dedupe_units, find_duplicate_ids, id_problem
+from .listing import has_glob, list_files, protocol_prefix
 from .manifest import MANIFEST_SUFFIXES, ManifestSource
 from .tar import TarSource
+from .uri_rule import UriOutsideRule, UriRule, allowed_locations
 from .uris import is_member_uri, split_member_uri
 
 __all__ = [
-    "AUDIO_EXTENSIONS", "MAX_ID_CHARS", "AudioSetSource", "FilesSource", "HFParquetSource", "ManifestSource",
-    "Source", "TarSource", "WorkUnit", "dedupe_units", "find_duplicate_ids", "id_problem", "is_member_uri",
-    "open_source", "split_member_uri",
+    "AUDIO_EXTENSIONS", "ID_RULE_VERSION", "MAX_ID_CHARS", "AudioSetSource", "FilesSource", "HFParquetSource",
+    "ManifestSource", "Source", "TarSource", "UriOutsideRule", "UriRule", "WorkUnit", "dedupe_units",
+    "find_duplicate_ids", "id_problem", "is_member_uri", "open_source", "split_member_uri",
 ]
 
 LOOKED_FOR = ("audio files (" + ", ".join(AUDIO_EXTENSIONS) + "), .tar shards, Parquet with an HF audio column, "
@@ -33,14 +35,20 @@ def open_source(
     storage_options: dict | None = None,
     read_retries: int = DEFAULT_READ_RETRIES,
     missing_inputs: str = "retry",
+    dedupe: str = "refuse",
+    allow_uri_prefixes: tuple[str, ...] | list[str] = (),
 ) -> Source:
     """The right Source for `url`: a folder/prefix/glob of audio files, a manifest
     (.csv/.jsonl/.json/.parquet with an audio path column, NeMo or Lhotse JSONL), HF-layout Parquet
     (recognised from its schema), `hf://datasets/<repo>`, .tar shards, or an AudioSet segments CSV
     (with `audio_root`). Checks first that the source exists and can be read: any problem is a
-    `SourceError` with one line saying what is wrong."""
+    `SourceError` with one line saying what is wrong. `dedupe` and `allow_uri_prefixes` apply to
+    ids and URIs found inside the data (`ids.py`, `uri_rule.py`)."""
     options = dict(storage_options or {})
-    common = {"storage_options": options, "read_retries": read_retries, "missing_inputs": missing_inputs}
+    allowed = tuple(allow_uri_prefixes or ())
+    allowed_locations(allowed)  # a bad prefix is a ConfigError now, not in a task
+    common = {"storage_options": options, "read_retries": read_retries, "missing_inputs": missing_inputs,
+              "dedupe": dedupe, "allow_uri_prefixes": allowed}
     if url.startswith(HF_DATASETS_PREFIX):
         return HFParquetSource(url, split=split, **common)
     with user_errors(url):
@@ -53,7 +61,7 @@ def _detect(url: str, *, audio_root, class_labels, split, common) -> Source:
     fs, path = url_to_fs(url, common["storage_options"])
     lower = path.lower()
     if has_glob(path):
-        matches = fs.glob(path)
+        matches = list_files(url, common["storage_options"], keep=lambda _: True).paths
         if not matches:
             raise SourceError(f"source {url} matches no files")
     elif not fs.exists(path):

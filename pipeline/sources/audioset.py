@@ -3,7 +3,10 @@
 CSV format (`balanced_train_segments.csv` etc.): 3 header lines starting with `#`, then
 `YTID, start_seconds, end_seconds, "mid1,mid2,..."`. Files under `audio_root` are matched as
 `{YTID}_{start}_{end}.{flac,wav,...}` (the CSV's own number text, or with 3 decimals, or integer
-seconds) or `{YTID}.{ext}`; a segment with no file becomes a recorded failure.
+seconds: the file is the segment) or `{YTID}.{ext}` (the whole video's audio: the segment
+start-end is cut from it, and its token rows' span says so); a segment with no file becomes a
+recorded failure. The files a CSV names are URIs from data (`uri_rule.py`): only under
+`--audio-root` (or an `--allow-uri-prefix`); a YTID that would lead elsewhere is a failure row.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ import posixpath
 from dataclasses import dataclass
 
 from ..errors import SourceError
-from ..records import SourceItem
-from .base import AUDIO_EXTENSIONS, WorkUnit, protocol_prefix, single_unit
+from ..records import STAGE_READ, Failure, SourceItem
+from .base import AUDIO_EXTENSIONS, WorkUnit, single_unit
 from .files import FilesSource
 from .ids import check_ids
+from .listing import protocol_prefix, relative_id
+from .uri_rule import UriOutsideRule
 
 
 def parse_segments_csv(text: str) -> list[dict]:
@@ -70,7 +75,8 @@ class AudioSetSource(FilesSource):
             lfs, lpath = self.filesystem(self.class_labels_url)
             names = parse_class_labels(lfs.cat_file(lpath).decode("utf-8"))
         afs, root = self.filesystem(self.audio_root)
-        prefix = protocol_prefix(afs)
+        root = root.rstrip("/") or "/"
+        rule = self.uri_rule(protocol_prefix(afs) + root, what="--audio-root")
         by_stem = {}
         for file in afs.find(root):
             if file.lower().endswith(AUDIO_EXTENSIONS):
@@ -78,10 +84,16 @@ class AudioSetSource(FilesSource):
         units = []
         for seg in segments:
             stem = next((s for s in candidate_stems(seg["ytid"], seg["start"], seg["end"]) if s in by_stem), None)
-            uri = prefix + by_stem[stem] if stem else f"{prefix}{root}/{seg['ytid']}_{seg['start']}_{seg['end']}.flac"
+            name = relative_id(by_stem[stem], root) if stem else f"{seg['ytid']}_{seg['start']}_{seg['end']}.flac"
             human = [names.get(m, m) for m in seg["labels"]] if names else None
-            item = SourceItem(id=segment_id(seg["ytid"], seg["start"], seg["end"]), uri=uri, labels=seg["labels"],
+            item = SourceItem(id=segment_id(seg["ytid"], seg["start"], seg["end"]), uri=name, labels=seg["labels"],
                               human_labels=human)
+            if stem == seg["ytid"]:  # the whole video's audio: cut the segment from it
+                item.start_s, item.end_s = float(seg["start"]), float(seg["end"])
+            try:
+                item.uri = rule.resolve(name)
+            except UriOutsideRule as error:
+                item.failure = Failure.from_error(item.id, name, STAGE_READ, error, "UriOutsideRule")
             units.append(single_unit(item))
         check_ids(units, f"AudioSet segments {self.url}")
         return units

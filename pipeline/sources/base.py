@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import posixpath
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import TypeVar
 
 from ..errors import SourceError
 from ..records import STAGE_READ, Failure, SourceItem
+from .uri_rule import UriRule
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,8 @@ class WorkUnit:
     key: str  # stable across runs: the input id for a single input, the relative path of a container
     uri: str
     item: SourceItem | None = None
+    # a container's rows whose id an earlier row of the source already holds: position -> that row's place
+    duplicates: dict[int, str] | None = None
 
     @property
     def is_container(self) -> bool:
@@ -71,6 +73,8 @@ class Source:
     storage_options: dict = field(default_factory=dict)
     read_retries: int = DEFAULT_READ_RETRIES  # attempts per fetch before a retryable failure is recorded
     missing_inputs: str = "retry"  # an input that does not exist: "retry" (retryable) or "fail" (final)
+    dedupe: str = "refuse"  # an id seen twice: "refuse" (a failure row for the later one) or "first"
+    allow_uri_prefixes: tuple[str, ...] = ()  # where URIs named by data may point besides the source's root
 
     kind = "base"
 
@@ -84,6 +88,11 @@ class Source:
 
     def read_unit(self, unit: WorkUnit) -> Iterator[SourceItem]:
         raise NotImplementedError
+
+    def uri_rule(self, base: str, root: str | None = None, what: str = "the source") -> UriRule:
+        """The rule for URIs this source's data names (`uri_rule.py`): relative ones from `base`,
+        every one under `root` (default `base`) or an allowed prefix."""
+        return UriRule(base, root, tuple(self.allow_uri_prefixes), what)
 
     def filesystem(self, url: str | None = None):
         """storage_options are per protocol: {"s3": {"endpoint_url": ...}}."""
@@ -182,16 +191,3 @@ def user_errors(url: str):
         if mapped is None or mapped is error:
             raise
         raise mapped from error
-
-
-# --- paths -------------------------------------------------------------------------------------------
-
-def protocol_prefix(fs) -> str:
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return "" if protocol in ("file", "local") else f"{protocol}://"
-
-
-def relative_id(path: str, root: str) -> str:
-    """A path relative to the source root, '/'-separated: the stable id of a file item."""
-    rel = posixpath.relpath(path, root) if root else path
-    return rel if not rel.startswith("../") else path

@@ -1,4 +1,5 @@
-"""Audio files on any fsspec filesystem: a folder, a prefix, or a glob (`s3://b/p/**.flac`)."""
+"""Audio files on any fsspec filesystem: a folder, a prefix, a glob (`s3://b/p/**.flac`) or one file.
+Ids are paths relative to the listing root (`listing.py`): a single file's id is its name."""
 
 from __future__ import annotations
 
@@ -6,34 +7,29 @@ import dataclasses
 from collections.abc import Iterator
 
 from ..records import SourceItem
-from .base import AUDIO_EXTENSIONS, Source, WorkUnit, protocol_prefix, relative_id, single_unit
+from .base import AUDIO_EXTENSIONS, Source, WorkUnit, single_unit
 from .ids import check_ids
+from .listing import list_files
 
-GLOB_CHARS = "*?["
 
-
-def has_glob(url: str) -> bool:
-    return any(ch in url for ch in GLOB_CHARS)
+def is_audio(path: str) -> bool:
+    return path.lower().endswith(AUDIO_EXTENSIONS)
 
 
 class FilesSource(Source):
     kind = "files"
 
     def _list_units(self) -> list[WorkUnit]:
-        fs, path = self.filesystem()
-        if has_glob(path):
-            root = path[: min(path.find(ch) for ch in GLOB_CHARS if ch in path)].rsplit("/", 1)[0]
-            paths = [p for p in fs.glob(path) if not fs.isdir(p)]
-        else:
-            root = path.rstrip("/")
-            paths = [p for p in fs.find(root) if p.lower().endswith(AUDIO_EXTENSIONS)]
-        prefix = protocol_prefix(fs)
-        units = [single_unit(SourceItem(id=relative_id(p, root), uri=prefix + p)) for p in sorted(paths)]
+        listing = list_files(self.url, self.storage_options, keep=is_audio)
+        units = [single_unit(SourceItem(id=listing.id_of(p), uri=listing.uri_of(p))) for p in listing.paths]
         check_ids(units, f"file names under {self.url}")
         return units
 
     def read_unit(self, unit: WorkUnit) -> Iterator[SourceItem]:
         known = unit.item or SourceItem(id=unit.key, uri=unit.uri)
+        if known.failure is not None:  # known unreadable at listing (e.g. a URI outside the rule)
+            yield known
+            return
         try:
             data = self.fetch(unit.uri)
         except Exception as error:  # noqa: BLE001 - any read problem is recorded against this input

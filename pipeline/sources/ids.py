@@ -1,5 +1,17 @@
 """Input ids: validation, duplicates and the dedupe policy.
 
+How ids are made is the id rule (`ID_RULE_VERSION`, in the run fingerprint: an output made with
+another rule is refused): a file's id is its path relative to the source root of `listing.py`,
+a tar input's `<shard id>/<key>` (`<shard id>/<key>.<ext>` for each audio member when a key holds
+several), a Parquet row's its id column, else `<file id>#<row>`; manifests and AudioSet CSVs name
+their own.
+
+Duplicates are one rule for every source: the first place that holds an id keeps it. Ids listed
+before the run (manifest rows, files) are refused in one line, or deduplicated with
+`--dedupe first`. Ids inside containers (tar members, Parquet rows) are checked too: a later
+copy becomes a `DuplicateId` failure row naming both places (under its own position, never the
+taken id), or, with `--dedupe first`, is left out.
+
 An id is any non-empty string of at most `MAX_ID_CHARS` characters without control characters
 (NUL, newline, tab, the C0/C1 ranges: they are cut or rewritten by tools downstream). Ids are
 never rewritten to make them valid: a bad id is the user's to fix, so a listing with bad ids is a
@@ -16,7 +28,9 @@ from ..errors import ConfigError, SourceError
 from .base import WorkUnit
 
 MAX_ID_CHARS = 1024
+ID_RULE_VERSION = 2  # 2: one listing root for every spelling (a single file: its name); tar keys per audio member
 DEDUPE_POLICIES = ("refuse", "first")
+DUPLICATE_ERROR = "DuplicateId"
 SHOWN = 5  # bad rows or duplicate ids named in an error
 
 
@@ -77,3 +91,20 @@ def dedupe_units(units: list[WorkUnit], policy: str) -> list[WorkUnit]:
             seen.add(unit.item.id)
         kept.append(unit)
     return kept
+
+
+def later_copies(entries: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """(id, place) pairs in source order → {place of each later copy of an id: place of the first}."""
+    first: dict[str, str] = {}
+    later = {}
+    for id, place in entries:
+        if id in first:
+            later[place] = first[id]
+        else:
+            first[id] = place
+    return later
+
+
+def duplicate_message(id: str, place: str, first_place: str) -> str:
+    return (f"id {id[:200]!r} at {place} is already taken by {first_place}: the first place keeps it (make the ids "
+            "unique, or rerun with --dedupe first to leave later copies out)")

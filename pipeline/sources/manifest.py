@@ -3,7 +3,9 @@
 Columns (the first present name wins):
 - audio: `uri`, `path`, `audio_path`, `audio_filepath` (NeMo), `file`; or Lhotse's `sources`
   (`[{type: file|url, source: ...}]`, also under `recording`). Relative paths are relative to
-  the manifest's folder.
+  the manifest's folder. Every path is a URI from data (`uri_rule.py`): it must lie under the
+  manifest's folder on the manifest's own filesystem, or under an `--allow-uri-prefix`; a row
+  naming anything else is a `UriOutsideRule` failure row (never read), and the run goes on.
 - id: `id`, `video_id`, `ytid`, `key` (default: the audio path as written).
 - segment: `start_s`/`start`/`start_seconds`/`offset` (NeMo, Lhotse) and `end_s`/`end`/
   `end_seconds`, or a `duration`/`duration_s` (end = start + duration).
@@ -28,10 +30,12 @@ import posixpath
 from typing import Any
 
 from ..errors import SourceError
-from ..records import SourceItem
-from .base import WorkUnit, protocol_prefix, single_unit
+from ..records import STAGE_READ, Failure, SourceItem
+from .base import WorkUnit, single_unit
 from .files import FilesSource
 from .ids import SHOWN, id_problem
+from .listing import protocol_prefix
+from .uri_rule import UriOutsideRule, UriRule
 
 URI_COLUMNS = ("uri", "path", "audio_path", "audio_filepath", "file")
 ID_COLUMNS = ("id", "video_id", "ytid", "key")
@@ -116,8 +120,9 @@ def _first(columns, names):
 
 # --- one row -----------------------------------------------------------------------------------------
 
-def row_item(row: dict, *, base: str, prefix: str) -> SourceItem:
-    """One manifest row → the SourceItem it describes (no data); raises BadRow."""
+def row_item(row: dict, *, rule: UriRule) -> SourceItem:
+    """One manifest row → the SourceItem it describes (no data; its failure when the rule does not
+    allow its audio path); raises BadRow."""
     uri_col = _first(row, URI_COLUMNS)
     raw_uri = row.get(uri_col) if uri_col else None
     lhotse = raw_uri is None and (LHOTSE_SOURCES in row or "recording" in row)
@@ -126,7 +131,6 @@ def row_item(row: dict, *, base: str, prefix: str) -> SourceItem:
     if raw_uri is None or str(raw_uri) == "":
         raise BadRow("no audio path")
     raw_uri = str(raw_uri)
-    uri = raw_uri if "://" in raw_uri or raw_uri.startswith("/") else prefix + posixpath.join(base, raw_uri)
     id_col = _first(row, ID_COLUMNS)
     raw_id = row.get(id_col) if id_col else None
     item_id = raw_uri if raw_id is None else _id_text(raw_id)
@@ -146,10 +150,15 @@ def row_item(row: dict, *, base: str, prefix: str) -> SourceItem:
     meta = scalar_fields(row, exclude=used | set(LHOTSE_FIELDS if lhotse else ()))
     if lhotse:
         meta.update(_supervision_meta(row.get("supervisions")))
-    return SourceItem(
-        id=item_id, uri=uri, labels=split_labels(row.get("labels")), human_labels=split_labels(row.get("human_labels")),
-        start_s=start_s, end_s=end_s, meta=meta or None,
+    item = SourceItem(
+        id=item_id, uri=raw_uri, labels=split_labels(row.get("labels")),
+        human_labels=split_labels(row.get("human_labels")), start_s=start_s, end_s=end_s, meta=meta or None,
     )
+    try:
+        item.uri = rule.resolve(raw_uri)
+    except UriOutsideRule as error:
+        item.failure = Failure.from_error(item_id, raw_uri, STAGE_READ, error, "UriOutsideRule")
+    return item
 
 
 def _id_text(value) -> str:
@@ -224,14 +233,15 @@ class ManifestSource(FilesSource):
         if not _first(columns, URI_COLUMNS) and LHOTSE_SOURCES not in columns and "recording" not in columns:
             raise SourceError(f"manifest {self.url} has no audio path column: use one of {', '.join(URI_COLUMNS)} "
                               f"(or Lhotse '{LHOTSE_SOURCES}'); its columns are {sorted(columns)}")
-        return self._units(rows, base=posixpath.dirname(path), prefix=protocol_prefix(fs))
+        rule = self.uri_rule(protocol_prefix(fs) + (posixpath.dirname(path) or "/"), what="the manifest's folder")
+        return self._units(rows, rule)
 
-    def _units(self, rows: list[dict], *, base: str, prefix: str) -> list[WorkUnit]:
+    def _units(self, rows: list[dict], rule: UriRule) -> list[WorkUnit]:
         bad, count = [], 0
         units = []
         for number, row in enumerate(rows, 1):
             try:
-                units.append(single_unit(row_item(row, base=base, prefix=prefix)))
+                units.append(single_unit(row_item(row, rule=rule)))
             except BadRow as error:
                 count += 1
                 if len(bad) < SHOWN:

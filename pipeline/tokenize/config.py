@@ -60,8 +60,13 @@ class TokenizeConfig(S3Config):
     cpus_per_encoder: int | None = option(None, "CPUs (torch threads) per encoder actor (default: 1 on GPU; on CPU "
                                           "as many as fit on a node with one CPU of the cluster left for decoding)")
     limit: int | None = option(None, "process only the first N inputs")
-    dedupe: str = option("refuse", "duplicate ids in the source: refuse (list them and stop) or first (keep "
+    dedupe: str = option("refuse", "duplicate ids in the source: refuse (list them and stop; a copy found inside "
+                         "a tar shard or Parquet file becomes a failure row naming both places) or first (keep "
                          "the first)", choices=("refuse", "first"))
+    allow_uri_prefix: list[str] | None = option(None, "where paths and URLs named by the data (manifest rows, "
+                                                "Parquet audio paths, AudioSet files) may point besides the "
+                                                "source's own folder: a folder or URL prefix, repeatable "
+                                                "(e.g. s3://bucket/ or /mnt/data/)", metavar="PREFIX")
     rows_per_file: int = option(256, "token rows per Parquet shard")
     chunk_windows: int = option(DEFAULT_CHUNK_WINDOWS, "long files are cut into chunks of N x 10.24 s")
     resample_on: str = option("decode", "where audio not at 16 kHz is resampled: decode (the CPU decode tasks) "

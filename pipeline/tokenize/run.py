@@ -39,7 +39,8 @@ def open_config_source(config: TokenizeConfig, storage_options: dict) -> tuple[o
     """The source `config` names, opened with its settings, and its units, deduplicated."""
     source = open_source(config.source, audio_root=config.audio_root, class_labels=config.class_labels,
                          split=source_split(config), storage_options=storage_options,
-                         read_retries=config.read_retries, missing_inputs=config.missing_inputs)
+                         read_retries=config.read_retries, missing_inputs=config.missing_inputs,
+                         dedupe=config.dedupe, allow_uri_prefixes=config.allow_uri_prefix or ())
     return source, dedupe_units(source.list_units(), config.dedupe)
 
 

@@ -142,7 +142,9 @@ def _partial_aware(failure: Failure, skip, emitted: bool = False) -> Failure:
 
 def _one_row(record) -> dict:
     batch = records_to_batch([record])
-    return {name: column[0] for name, column in batch.items()}
+    # plain Python scalars: numpy strings of different widths in one task's rows (a container's ids
+    # and failure messages) would make Ray type a column as a tensor in one block, a string in another
+    return {name: _plain(column[0]) for name, column in batch.items()}
 
 
 class _SkipSets:

@@ -13,11 +13,19 @@ import numpy as np
 import pytest
 
 from pipeline.errors import OutputError
-from pipeline.output.folder import FAILURES_DIR, RETRYABLE_DIR, TOKENS_DIR, OutputFolder, shard_digest
+from pipeline.output.folder import (
+    FAILURES_DIR,
+    FINGERPRINT_FILE,
+    RETRYABLE_DIR,
+    TOKENS_DIR,
+    OutputFolder,
+    shard_digest,
+)
 from pipeline.output.identity import run_fingerprint
 from pipeline.output.lease import LEASE_FILE, WriterLease
 from pipeline.output.shards import write_records
 from pipeline.records import STAGE_READ, AudioChunk, ChunkInfo, EncodedChunk, Failure
+from pipeline.sources import ID_RULE_VERSION
 from pipeline.tokenize.stages import batch_to_records, records_to_batch
 
 
@@ -193,3 +201,21 @@ def test_records_round_trip_through_a_ray_batch():
     assert isinstance(back[1], EncodedChunk) and back[1].info == records[1].info
     np.testing.assert_array_equal(back[1].semantic, records[1].semantic)
     assert back[2:] == records[2:]
+
+
+def test_an_output_made_with_the_first_id_rule_is_refused_in_one_line(tmp_path):
+    """Outputs whose fingerprint has no id rule (and outputs from before fingerprints) were made
+    with the first id rule: resuming them would give the same audio a second id."""
+    current = run_fingerprint(variant="semanticodec-r100-v4096", dtype="float32", chunk_windows=30,
+                              tokens_schema_version=1)
+    assert current["id_rule"] == ID_RULE_VERSION == 2
+    old = OutputFolder(str(tmp_path / "old"))
+    old.publish(FINGERPRINT_FILE, json.dumps({k: v for k, v in current.items() if k != "id_rule"}).encode())
+    older = OutputFolder(str(tmp_path / "older"))
+    for folder, provenance in ((old, None), (older, {"variant": "semanticodec-r100-v4096", "dtype": "float32"})):
+        with pytest.raises(OutputError, match="id_rule: output has 1, this run 2") as caught:
+            folder.check_fingerprint(current, provenance)
+        assert "\n" not in str(caught.value) and "another id rule" in str(caught.value)
+    fresh = OutputFolder(str(tmp_path / "fresh"))
+    fresh.check_fingerprint(current)
+    fresh.check_fingerprint(current)

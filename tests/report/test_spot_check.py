@@ -30,6 +30,7 @@ from pipeline.output.schema import SCHEMA_DIR
 from pipeline.report.config import SpotCheckConfig
 from pipeline.report.flags import report_exit_code
 from pipeline.report.sampling import pick_samples
+from pipeline.sources.uri_rule import UriRule
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -98,7 +99,8 @@ def corpus(tmp_path_factory):
 def report(corpus):
     report_dir = corpus["folder"] / "report"
     command = [sys.executable, str(REPO / "jobs" / "spot_check.py"), "--tokens", str(corpus["tokens"]),
-               "--report", str(report_dir), "--samples", "6", "--ddim-steps", "2", "--seed", "3", "--quiet"]
+               "--report", str(report_dir), "--samples", "6", "--ddim-steps", "2", "--seed", "3", "--quiet",
+               "--allow-uri-prefix", str(corpus["folder"] / "clips")]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=corpus["folder"])
     return {"dir": report_dir, "process": done, "json": json.loads((report_dir / "report.json").read_text())
             if (report_dir / "report.json").exists() else None}
@@ -274,17 +276,20 @@ def test_corpus_and_originals_on_s3(corpus, tmp_path, monkeypatch):
         out.write_shard("tokens", tokens_table(rows[:3]), provenance)
         out.write_shard("tokens", tokens_table(rows[3:]), provenance)
         config = SpotCheckConfig(tokens="s3://qa-bucket/tokens", report=str(tmp_path / "report"), samples=0,
-                                 s3_endpoint_url=endpoint)
+                                 s3_endpoint_url=endpoint, allow_uri_prefix=["s3://qa-bucket/clips"])
         report = run_spot_check(config, progress=False)
-        wave, reason, seconds = fetch_original("s3://qa-bucket/clips/speech.wav", 0.25, 0.5, options)
+        rule = UriRule("s3://qa-bucket/tokens", allowed_prefixes=("s3://qa-bucket/clips",))
+        wave, reason, seconds = fetch_original("s3://qa-bucket/clips/speech.wav", 0.25, 0.5, options, rule=rule)
     import jsonschema
 
     jsonschema.validate(report, json.loads((SCHEMA_DIR / "qa_report.v1.json").read_text()))
     assert report["token_stats"]["rows"] == 6 and report["samples"] == []
     assert report["codec"]["synthetic_weights"] is True and report["codec"]["token_rate"] == 100
     missing = sorted(r["uri"] for r in report["uris"]["rows"])
-    assert missing == [str(corpus["folder"] / "clips" / "does_not_exist.wav"), "s3://qa-bucket/clips/music.flac"]
-    assert report["uris"]["count"] == 3  # the music clip and the mismatch row share the missing object
+    assert missing == ["s3://qa-bucket/clips/music.flac"]
+    assert report["uris"]["count"] == 2  # the music clip and the mismatch row share the missing object
+    # a corpus on S3 cannot make the report look at local files: the local uri is counted, never checked
+    assert report["uris"]["outside_rule_rows"] == 1
     assert reason is None and seconds == pytest.approx(1.0) and len(wave) == 8000
     assert (tmp_path / "report" / "index.html").exists()
 
@@ -313,7 +318,7 @@ def test_decoding_on_ray_actors_matches_in_process(corpus, report, ray_local, tm
     from pipeline.report.spot_check import run_spot_check
 
     config = SpotCheckConfig(tokens=str(corpus["tokens"]), report=str(tmp_path / "ray_report"), samples=6,
-                             ddim_steps=2, seed=3, ray=True)
+                             ddim_steps=2, seed=3, ray=True, allow_uri_prefix=[str(corpus["folder"] / "clips")])
     on_ray = run_spot_check(config, decode_fn=decode_with_ray, progress=False)
     local = report["json"]
     assert on_ray["decode"]["in_process"] is False and local["decode"]["in_process"] is True

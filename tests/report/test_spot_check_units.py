@@ -149,7 +149,7 @@ def test_injected_decode_function_decodes_every_sampled_row(corpus):
     fake = FakeDecoder(fail_index=1)
     report_dir = corpus["dir"] / "report"
     config = SpotCheckConfig(tokens=corpus["tokens"], report=str(report_dir), samples=4, ddim_steps=7, seed=5,
-                             cfg_scale=1.5, max_decode_s=0.5)
+                             cfg_scale=1.5, max_decode_s=0.5, allow_uri_prefix=[str(corpus["dir"] / "clips")])
     report = run_spot_check(config, decode_fn=fake, progress=False)
     jsonschema.validate(report, json.loads((SCHEMA_DIR / "qa_report.v1.json").read_text()))
     assert json.loads((report_dir / "report.json").read_text()) == report and (report_dir / "index.html").is_file()

@@ -88,7 +88,7 @@ def test_forbidden_is_retryable_by_the_next_run_but_not_hammered_now(tmp_path, m
 
 
 def test_content_problems_are_not_retryable(tmp_path):
-    rows = [{"audio": {"bytes": None, "path": "x.wav"}, "video_id": "v0"}]
+    rows = [{"audio": {"bytes": None, "path": None}, "video_id": "v0"}]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "p.parquet")
     [item] = read_all(HFParquetSource(str(tmp_path / "p.parquet")))
     assert item.failure.error_type == "MissingAudioBytes" and item.failure.retryable is False

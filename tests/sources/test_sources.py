@@ -71,7 +71,8 @@ def test_manifest_with_labels_segments_and_a_missing_object(tmp_path, fmt):
 def write_hf_parquet(path, count=3, with_ids=True):
     rows = []
     for i in range(count):
-        row = {"audio": {"bytes": wav_bytes(0.3 + i * 0.1) if i != 1 else None, "path": f"{i}.wav"},
+        row = {"audio": {"bytes": wav_bytes(0.3 + i * 0.1), "path": f"{i}.wav"} if i != 1 else
+               {"bytes": None, "path": None},
                "labels": ["/m/09x0r"], "human_labels": ["Speech"]}
         if with_ids:
             row["video_id"] = f"vid{i:03d}"

@@ -52,7 +52,7 @@ def test_folder_with_edge_and_bad_inputs_and_a_manifest_miss(ray_local, samples,
     names = sorted(GOOD_SAMPLES) + sorted(BAD_SAMPLES) + ["listed_but_missing.wav"]
     manifest_path.write_text("".join(json.dumps({"id": n, "uri": str(samples / n)}) + "\n" for n in names))
     out = tmp_path / "out"
-    run_tokenize(config(manifest_path, out, small_checkpoint), progress=False)
+    run_tokenize(config(manifest_path, out, small_checkpoint, allow_uri_prefix=[str(samples)]), progress=False)
     tokens, failures, manifest = read_output(out, with_retryable=True)  # the missing file is retryable
     assert_each_id_once(tokens, failures, set(names))
     assert {r["id"] for r in tokens} == set(GOOD_SAMPLES)
@@ -223,7 +223,7 @@ def test_audioset_csv_source(ray_local, small_checkpoint, tmp_path):
     audio = tmp_path / "audio"
     audio.mkdir()
     (audio / "--PJHxphWEs_30.000_40.000.flac").write_bytes(flac_bytes(2.0, 1))
-    (audio / "--ZhevVpy1s.flac").write_bytes(flac_bytes(2.0, 2))
+    (audio / "--ZhevVpy1s.flac").write_bytes(flac_bytes(61.0, 2))  # the whole video: its 50-60 s are cut
     (tmp_path / "segments.csv").write_text(AUDIOSET_CSV)
     (tmp_path / "labels.csv").write_text(CLASS_LABELS)
     out = tmp_path / "out"
@@ -235,6 +235,9 @@ def test_audioset_csv_source(ray_local, small_checkpoint, tmp_path):
     by_id = {r["id"]: r for r in tokens}
     assert "--PJHxphWEs" in by_id["--PJHxphWEs_30.000_40.000"]["id"]
     assert by_id["--PJHxphWEs_30.000_40.000"]["human_labels"] == ["Speech", "Gush"]
+    spans = {id: (row["source_start_s"], row["source_end_s"], row["duration_s"]) for id, row in by_id.items()}
+    assert spans["--PJHxphWEs_30.000_40.000"] == pytest.approx((0.0, 2.0, 2.0))  # the file is the segment
+    assert spans["--ZhevVpy1s_50.000_60.000"] == pytest.approx((50.0, 60.0, 10.0))
 
 
 def test_odd_file_names_give_safe_stable_ids(ray_local, small_checkpoint, tmp_path):

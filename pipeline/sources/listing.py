@@ -1,0 +1,103 @@
+"""The one listing rule of every file-based source (audio files, tar shards, Parquet files), on any
+fsspec filesystem: `list_files` gives the root and the files, and every id is relative to the root.
+
+However the source is spelled, the same files get the same root:
+- a folder (with or without a trailing `/`, `file://` or not, a local path or `s3://bucket/prefix`):
+  the folder is the root; its files are found recursively and kept by suffix;
+- a single file: its folder is the root, so its id is its file name;
+- a glob (`shards/*.tar`, `s3://b/audio/**/*.flac`): the root is the folder before the first
+  path segment holding a wildcard; every file the pattern matches is kept.
+
+A glob's expansion grows exponentially with its `**` segments (twelve took 83 s), so a pattern with
+more than `MAX_RECURSIVE_WILDCARDS` of them is refused in one line before fsspec sees it.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import SourceError
+
+GLOB_CHARS = "*?["
+MAX_RECURSIVE_WILDCARDS = 2  # `**` segments in one pattern
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The files of a source: `paths` (filesystem paths, sorted) under `root`."""
+
+    fs: object
+    root: str
+    paths: list[str]
+    prefix: str  # the protocol prefix that turns a path back into a URL ("" for local files)
+
+    def id_of(self, path: str) -> str:
+        return relative_id(path, self.root)
+
+    def uri_of(self, path: str) -> str:
+        return self.prefix + path
+
+
+def has_glob(url: str) -> bool:
+    return any(ch in url for ch in GLOB_CHARS)
+
+
+def check_glob(pattern: str) -> None:
+    """Refuse a pattern whose expansion could run for hours (one line, before any listing)."""
+    recursive = sum(1 for part in pattern.split("/") if "**" in part)
+    if recursive > MAX_RECURSIVE_WILDCARDS:
+        raise SourceError(f"the pattern {pattern[:200]!r} has {recursive} '**' segments; at most "
+                          f"{MAX_RECURSIVE_WILDCARDS} are allowed (each multiplies the listing's work): "
+                          "name a folder, or use one '**'")
+
+
+def glob_root(path: str) -> str:
+    """The folder before the first path segment that holds a wildcard."""
+    first = min(path.find(ch) for ch in GLOB_CHARS if ch in path)
+    return path[:first].rsplit("/", 1)[0] if "/" in path[:first] else ""
+
+
+def relative_id(path: str, root: str) -> str:
+    """A path relative to the source root, '/'-separated: the stable id of a file."""
+    return posixpath.relpath(path, root) if root else path.lstrip("/")
+
+
+def protocol_prefix(fs) -> str:
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return "" if protocol in ("file", "local") else f"{protocol}://"
+
+
+def list_files(url: str, storage_options: dict | None, keep: Callable[[str], bool]) -> Listing:
+    """The root and files of `url`: in a folder, the files `keep` accepts; for a glob, every file it
+    matches; a single file itself. No match is an empty list (the caller says what it needed)."""
+    fs, path, root, kind = _locate(url, storage_options)
+    prefix = protocol_prefix(fs)
+    if kind == "glob":
+        matches = fs.glob(path, detail=True)
+        return Listing(fs, root, sorted(p for p, info in matches.items() if info.get("type") != "directory"), prefix)
+    if kind == "file":
+        return Listing(fs, root, [path], prefix)
+    return Listing(fs, root, sorted(p for p in fs.find(root) if keep(p)), prefix)
+
+
+def listing_root(url: str, storage_options: dict | None) -> str:
+    """The root `list_files` gives `url`, as a URL (a local path for local files), without listing."""
+    fs, _, root, _ = _locate(url, storage_options)
+    return protocol_prefix(fs) + (root or "/")
+
+
+def _locate(url: str, storage_options: dict | None) -> tuple[object, str, str, str]:
+    """(filesystem, path, root, "glob" | "file" | "folder")."""
+    from ..fsutil import url_to_fs
+
+    if has_glob(url):
+        check_glob(url)
+    fs, path = url_to_fs(url, storage_options)
+    if has_glob(path):
+        return fs, path, glob_root(path), "glob"
+    path = path.rstrip("/") or "/"
+    if fs.isfile(path):
+        return fs, path, posixpath.dirname(path), "file"
+    return fs, path, path, "folder"
