@@ -116,11 +116,13 @@ def check_cluster_paths(config: TokenizeConfig, cluster: ClusterView, gpus_wante
 
 def node_local_paths(config: TokenizeConfig, checkpoint: str, units=()) -> list[tuple[str, str]]:
     """(what, local path) for each local path that the run's tasks and actors read or write, with
-    the first local input the source lists (a remote manifest may list local files)."""
+    the first local input the source lists (a remote manifest may list local files; one that the URI
+    rule refused already is a failure row, never read)."""
     named = [("--source", config.source), ("--audio-root", config.audio_root), ("--output", config.output),
              ("--checkpoint", checkpoint)]
     found = [(what, url) for what, url in named if url and is_local_url(url)]
-    first_input = next((unit.uri for unit in units if is_local_url(unit.uri)), None)
+    first_input = next((unit.uri for unit in units if is_local_url(unit.uri)
+                        and not (unit.item is not None and unit.item.failure is not None)), None)
     if first_input:
         found.append(("the input", first_input))
     return found
