@@ -9,6 +9,7 @@ what a new user gets.
 from __future__ import annotations
 
 import re
+import sysconfig
 import tomllib
 from importlib import metadata
 from pathlib import Path
@@ -86,7 +87,9 @@ def test_this_environment_is_exactly_the_lock():
     """What is installed is what the lock pins (and nothing it does not know), so a test run checks
     what a new user installs. pip, setuptools' own tooling and the project itself are not locked."""
     pins = locked(DEV_LOCK)
-    installed = {canonicalize_name(d.metadata["Name"]): Version(d.version) for d in metadata.distributions()}
+    # the environment's own site-packages (Ray puts its vendored psutil/colorama on sys.path when imported)
+    site = sorted({sysconfig.get_path("purelib"), sysconfig.get_path("platlib")})
+    installed = {canonicalize_name(d.metadata["Name"]): Version(d.version) for d in metadata.distributions(path=site)}
     unlocked = set(installed) - set(pins) - {"pip", canonicalize_name(PROJECT)}
     assert not unlocked, f"installed but not in {DEV_LOCK.name}: {sorted(unlocked)} (make the venv anew: make setup)"
     differ = {name: (str(pins[name]), str(installed.get(name))) for name in pins if installed.get(name) != pins[name]}
