@@ -37,6 +37,11 @@ class Failure:
     @classmethod
     def from_error(cls, id: str, uri: str, stage: str, error: BaseException | str,
                    error_type: str | None = None, retryable: bool = False) -> "Failure":
+        """The failure of an input, when `error` may write it off (`content_errors.admit_failure`:
+        a content error, a reason of our own, or a retryable failure); else raises a `Fault`."""
+        from .content_errors import admit_failure
+
+        admit_failure(stage, error, retryable=retryable)
         message = str(error) or repr(error)
         kind = error_type or (type(error).__name__ if isinstance(error, BaseException) else "Error")
         return cls(id=id, uri=uri, stage=stage, error_type=kind, message=message, retryable=retryable)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..errors import SourceError
+from ..content_errors import admit_failure
 from ..records import STAGE_READ, SourceItem
 from .base import Source, WorkUnit, failed_item, is_transient, protocol_prefix, relative_id
 from .files import has_glob
@@ -114,6 +115,7 @@ class HFParquetSource(Source):
                     yield _row_item(unit, record, row, id_col, audio_col)
                     row += 1
         except Exception as error:  # noqa: BLE001 - the rows read stay, the rest is one failure
+            admit_failure(STAGE_READ, error, retryable=is_transient(error))  # else a Fault: not the file's bytes
             yield failed_item(unit.key, unit.uri, STAGE_READ,
                               f"file unreadable from row {row}: the rows before it were read "
                               f"({type(error).__name__}: {error})",

@@ -15,6 +15,7 @@ import posixpath
 import tarfile
 from collections.abc import Iterator
 
+from ..content_errors import admit_failure
 from ..records import STAGE_READ, SourceItem
 from .base import (
     AUDIO_EXTENSIONS,
@@ -71,6 +72,7 @@ class TarSource(Source):
                     key, last_member = member_key, member.name
                     members[ext] = data
         except Exception as error:  # noqa: BLE001 - the members read stay, the rest is one failure
+            admit_failure(STAGE_READ, error, retryable=is_transient(error))  # else a Fault: not the shard's bytes
             where = f"after member {last_member!r}" if last_member else "before its first member"
             yield failed_item(
                 unit.key, unit.uri, STAGE_READ,

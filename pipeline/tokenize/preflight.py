@@ -1,7 +1,13 @@
 """Checks a tokenize run's settings on the driver before Ray starts, so that every mistake we can
 see ends in one line within seconds instead of a traceback from inside an actor: numbers in range,
 credentials present for s3:// URLs, the source exists and lists, the output is a writable folder,
-the checkpoint resolves and holds the variant's files, a Hugging Face token is there for --push-to-hub.
+the checkpoint resolves and holds the variant's files, a Hugging Face token is there for --push-to-hub;
+local weights load with the safe loader, and the libraries the run uses (libsndfile, FFmpeg through
+PyAV, torchaudio's kernels) load and work (`check_libraries`, which every worker runs too).
+
+Only the errors a source, an output or a checkpoint location can raise on a mistake or an
+unreachable service (`known_io_errors`) become these lines, chained to their cause (`--debug`
+shows it); any other error is a bug and reaches the job as one.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ import uuid
 from dataclasses import dataclass
 
 from ..errors import CheckpointError, ConfigError, OutputError, SourceError, UserError
+from ..faults import Fault
 from ..fsutil import options_for, protocol_of, url_to_fs
 from .config import TokenizeConfig
 
@@ -41,6 +48,8 @@ def preflight(config: TokenizeConfig) -> ResolvedRun:
     check_output(config.output, storage_options)
     checkpoint = check_checkpoint(config, storage_options)
     check_hub_token(config)
+    check_weights(config, checkpoint)
+    check_libraries()
     return ResolvedRun(source, units, checkpoint, is_synthetic(config.checkpoint, checkpoint))
 
 
@@ -69,11 +78,11 @@ def check_s3_credentials(config: TokenizeConfig) -> None:
 
     try:
         credentials = botocore.session.Session(profile=config.aws_profile).get_credentials()
-    except botocore.exceptions.ProfileNotFound:
+    except botocore.exceptions.ProfileNotFound as error:
         raise ConfigError(f"AWS profile {config.aws_profile!r} is not in ~/.aws/config or "
-                          "~/.aws/credentials: check --aws-profile / $AWS_PROFILE") from None
+                          "~/.aws/credentials: check --aws-profile / $AWS_PROFILE") from error
     except botocore.exceptions.BotoCoreError as error:
-        raise ConfigError(f"cannot load AWS credentials for {urls[0]}: {error}") from None
+        raise ConfigError(f"cannot load AWS credentials for {urls[0]}: {error}") from error
     if credentials is None:
         raise ConfigError(
             f"no AWS credentials found for {urls[0]}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
@@ -90,13 +99,13 @@ def check_source(config: TokenizeConfig, storage_options: dict) -> tuple[object,
         source, units = open_config_source(config, storage_options)
     except UserError:
         raise
-    except FileNotFoundError:
-        raise SourceError(f"source {url} does not exist: check the path or URL given to --source") from None
-    except PermissionError:
+    except FileNotFoundError as error:
+        raise SourceError(f"source {url} does not exist: check the path or URL given to --source") from error
+    except PermissionError as error:
         raise SourceError(f"permission denied reading source {url}: check the credentials or file "
-                          "permissions") from None
-    except Exception as error:  # noqa: BLE001: whatever the filesystem says, as one line
-        raise SourceError(f"cannot read source {url}: {_brief(error)}") from None
+                          "permissions") from error
+    except known_io_errors() as error:
+        raise SourceError(f"cannot read source {url}: {_brief(error)}") from error
     return source, units
 
 
@@ -109,8 +118,8 @@ def check_output(url: str, storage_options: dict) -> None:
             raise OutputError(f"output {url} is a file; --output takes a folder (new or existing)")
     except OutputError:
         raise
-    except Exception as error:  # noqa: BLE001
-        raise OutputError(f"cannot reach output {url}: {_brief(error)}") from None
+    except known_io_errors() as error:
+        raise OutputError(f"cannot reach output {url}: {_brief(error)}") from error
     folder = path.rstrip("/")
     probe = f"{folder}/{PROBE_DIR}/preflight-{uuid.uuid4().hex}"
     try:
@@ -118,17 +127,17 @@ def check_output(url: str, storage_options: dict) -> None:
             fs.makedirs(f"{folder}/{PROBE_DIR}", exist_ok=True)
         fs.pipe_file(probe, b"preflight write probe; deleted at once\n")
         fs.rm_file(probe)
-    except PermissionError:
+    except PermissionError as error:
         raise OutputError(f"cannot write to output {url}: permission denied (for S3: s3:PutObject and "
-                          "s3:DeleteObject on the prefix)") from None
-    except (NotADirectoryError, FileExistsError):
-        raise OutputError(f"cannot create output {url}: a parent of it is a file") from None
-    except FileNotFoundError:
+                          "s3:DeleteObject on the prefix)") from error
+    except (NotADirectoryError, FileExistsError) as error:
+        raise OutputError(f"cannot create output {url}: a parent of it is a file") from error
+    except FileNotFoundError as error:
         raise OutputError(f"cannot write to output {url}: "
                           f"{'the bucket does not exist' if protocol_of(url) != 'file' else 'no such folder'}"
-                          ) from None
-    except Exception as error:  # noqa: BLE001
-        raise OutputError(f"cannot write to output {url}: {_brief(error)}") from None
+                          ) from error
+    except known_io_errors() as error:
+        raise OutputError(f"cannot write to output {url}: {_brief(error)}") from error
 
 
 def check_checkpoint(config: TokenizeConfig, storage_options: dict) -> str:
@@ -147,8 +156,8 @@ def check_checkpoint(config: TokenizeConfig, storage_options: dict) -> str:
                                    storage_options=options_for(location, storage_options) or None)
     except UserError:
         raise
-    except Exception as error:  # noqa: BLE001
-        raise CheckpointError(f"cannot use checkpoint {config.checkpoint}: {_brief(error)}") from None
+    except known_io_errors() as error:
+        raise CheckpointError(f"cannot use checkpoint {config.checkpoint}: {_brief(error)}") from error
     return str(record.location)  # hf://repo@<commit>: every worker reads the same commit
 
 
@@ -182,7 +191,7 @@ def check_hub_reachable(config: TokenizeConfig, need_decoder: bool) -> None:
             f"cannot reach the Hugging Face Hub ({constants.ENDPOINT}: {getattr(error, 'reason', error)}) to "
             f"download {config.checkpoint}, and its {variant.name} files are not in the local cache: pass "
             f"--checkpoint with a folder holding them (or synthetic:small for an offline demo){hint}"
-        ) from None
+        ) from error
 
 
 def check_hub_token(config: TokenizeConfig) -> None:
@@ -209,3 +218,93 @@ def is_synthetic(value: str, location: str) -> bool:
 
 def _brief(error: BaseException) -> str:
     return f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+
+
+def known_io_errors() -> tuple[type[BaseException], ...]:
+    """What reaching a source, an output or a checkpoint raises on a user's mistake or a service
+    that does not answer: OS and network errors (fsspec's, s3fs's and the HTTP clients' are
+    OSErrors), botocore's, huggingface_hub's (an invalid repo id too), and pyarrow's for a file
+    that is not what its name says. Nothing else is caught: it would hide a bug."""
+    import botocore.exceptions
+    import huggingface_hub.errors
+    import pyarrow
+
+    return (OSError, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError,
+            huggingface_hub.errors.HfHubHTTPError, huggingface_hub.errors.HFValidationError, pyarrow.ArrowException)
+
+
+def check_weights(config: TokenizeConfig, location: str) -> None:
+    """Local weights are loaded as each encoder will load them (`torch.load(weights_only=True)`,
+    the codebook without pickles), so a file the safe loader refuses (a pickle carrying code, a
+    truncated file) is refused here in one line. Weights at a remote location are read by the
+    encoders only: each one loads them at its start-up and refuses them there, in one line too."""
+    from ..codecs.semanticodec.checkpoint import (
+        CheckpointSource,
+        load_codebook,
+        load_state_dict,
+        resolve_checkpoint,
+    )
+    from ..codecs.semanticodec.variants import SemantiCodecVariant
+
+    source = CheckpointSource(location)
+    if source.kind != "local":
+        return
+    files = resolve_checkpoint(source, SemantiCodecVariant(config.token_rate, config.semantic_vocab_size)).files
+    load_state_dict(source.fetch(files["encoder"]))
+    load_codebook(source.fetch(files["semantic_codebook"]), expected_rows=config.semantic_vocab_size)
+
+
+def check_libraries() -> None:
+    """The libraries a run decodes and encodes with load and work: libsndfile writes and reads a
+    WAV, FFmpeg decodes it, torchaudio resamples and computes a filterbank (the kernels the codec
+    uses). Raises a `Fault` in one line naming the library, the error and its likely cause. The
+    driver runs it before Ray starts, every worker before its first input."""
+    for what, check in LIBRARY_CHECKS:
+        try:
+            check()
+        except Exception as error:  # whatever a library raises here, the environment is at fault
+            raise Fault.from_error(f"the environment check of {what}", error) from error
+
+
+def _tiny_wav() -> bytes:
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, np.zeros(CHECK_FRAMES, np.float32), 16000, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def _check_soundfile() -> None:
+    import io
+
+    import soundfile as sf
+
+    samples, _ = sf.read(io.BytesIO(_tiny_wav()), dtype="float32")
+    if len(samples) != CHECK_FRAMES:
+        raise RuntimeError(f"libsndfile read back {len(samples)} of {CHECK_FRAMES} frames")
+
+
+def _check_ffmpeg() -> None:
+    from ..audio.ffmpeg import FFmpegReader
+
+    frames = FFmpegReader(_tiny_wav()).count_frames()
+    if frames != CHECK_FRAMES:
+        raise RuntimeError(f"FFmpeg decoded {frames} of {CHECK_FRAMES} frames")
+
+
+def _check_torchaudio() -> None:
+    import torch
+    from torchaudio.compliance import kaldi
+
+    from ..codecs.semanticodec.input import resampler
+
+    resampler(44100, 16000)(torch.zeros(1, 4410))
+    kaldi.fbank(torch.zeros(1, 16000), num_mel_bins=128)
+
+
+CHECK_FRAMES = 1600
+LIBRARY_CHECKS = (("libsndfile (soundfile)", _check_soundfile), ("FFmpeg (PyAV)", _check_ffmpeg),
+                  ("torchaudio (resampler, filterbank)", _check_torchaudio))
