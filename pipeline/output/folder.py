@@ -223,10 +223,11 @@ class OutputFolder:
         with ThreadPoolExecutor(max_workers=threads) as pool:
             return [row for found in pool.map(rows, self.committed_files(FAILURES_DIR)) for row in found]
 
-    def drop_superseded(self, void: dict[str, set[str]]) -> None:
+    def drop_superseded(self, void: dict[str, set[str]]) -> list[str]:
         """Remove void rows: each shard holding some is rewritten in place (same name: one atomic
-        replace) without them, or deleted when none is left. Safe to repeat or to interrupt."""
+        replace) without them, or deleted when none is left (returned). Safe to repeat or to interrupt."""
         fs, root = self.filesystem()
+        removed = []
         for shard, ids in sorted(void.items()):
             path = f"{root}/{shard}"
             try:
@@ -236,12 +237,14 @@ class OutputFolder:
             kept = table.filter(pa.compute.invert(pa.compute.is_in(table["id"], pa.array(sorted(ids), pa.string()))))
             if kept.num_rows == 0:
                 fs.rm_file(path)
+                removed.append(shard)
                 continue
             metadata = dict(table.schema.metadata or {})
             declared = json.loads(metadata.get(KEYS_KEY.encode(), b"{}")).get("supersedes")
             self.publish(shard, _parquet_bytes(kept, metadata, declared))
         if void and fs.exists(f"{root}/{RETRYABLE_DIR}") and not fs.ls(f"{root}/{RETRYABLE_DIR}"):
             fs.rmdir(f"{root}/{RETRYABLE_DIR}")
+        return removed
 
     def _listing(self, kind: str) -> list[tuple[str, int]]:
         """(path, size) of the committed shards of one folder: one listing call."""

@@ -18,7 +18,7 @@ import time
 from .. import __version__
 from ..errors import Interrupted, OutputError
 from ..fsutil import options_for
-from ..output.folder import OutputFolder
+from ..output.folder import FAILURES_DIR, OutputFolder
 from ..output.identity import codec_identity, run_fingerprint
 from ..output.lease import WriterLease
 from ..output.run_manifest import manifest_from_counts, run_totals
@@ -99,15 +99,13 @@ def _run(config, output: OutputFolder, lease: WriterLease, storage_options: dict
         source, units = open_config_source(config, storage_options)
 
     before = output.committed_keys()
-    if before.void:  # a run killed after superseding rows, before removing them
-        output.drop_superseded(before.void)
-        before.void = {}
     resumed = bool(before.chunks or before.failed)
     output.check_fingerprint(run_fingerprint(variant=variant.name, dtype=config.dtype,
                                              chunk_windows=config.chunk_windows,
                                              tokens_schema_version=TOKENS_SCHEMA_VERSION), before.provenance)
     if before.provenance:  # resuming onto tokens: the weights must be the same (by hash, not location)
         check_same_weights(codec_identity(before.provenance), checkpoint, config, storage_options)
+    _drop_superseded(output, before)  # rows a run killed mid-way superseded and left
     previous = dict(before.retryable)  # retryable rows are retried by every run, superseded by its rows
     if config.retry_failures is not None:
         retried = select_failures(output.failure_rows(), config.retry_failures)
@@ -166,8 +164,7 @@ def _run(config, output: OutputFolder, lease: WriterLease, storage_options: dict
                                        "previous_ref": ray.put(previous) if previous else None})
         total_inputs = len(units) if limit_ids is None and all(u.item is not None for u in units) else None
         summaries = _consume(ds, keys, lease, total_inputs, progress)
-        output.drop_superseded(keys.void)
-        keys.void = {}
+        _drop_superseded(output, keys)
     manifest = manifest_from_counts(
         config=config, source_kind=source.kind, keys=keys, run=run_totals(summaries),
         encoder={"batch_rows": batch_rows, "num_encoders": resources["max"], "device": resources["device"]},
@@ -214,6 +211,13 @@ def _consume(ds, keys, lease: WriterLease, total_inputs: int | None, progress: b
         raise Interrupted(sum(int(s["shards"]) for s in summaries)) from None
     bar.close()
     return summaries
+
+
+def _drop_superseded(output: OutputFolder, keys) -> None:
+    """Remove the void rows `keys` knows of (the supersede rule, `output/folder.py`); keep its shard count."""
+    removed = output.drop_superseded(keys.void)
+    keys.failure_files -= sum(shard.startswith(f"{FAILURES_DIR}/") for shard in removed)
+    keys.void = {}
 
 
 def select_failures(rows: list[dict], selectors: str) -> list[dict]:

@@ -58,7 +58,7 @@ class ReadDecode:
             check_worker_libraries()
             for unit in batch.column("unit").to_pylist():
                 yield from self._read_decode(pickle.loads(unit))
-        except Fault:
+        except (Fault, UserError):
             raise
         except Exception as error:  # not an input's: the decoders' content errors became rows
             raise Fault.from_error("a read+decode task", error) from error
@@ -163,23 +163,25 @@ class EncoderActor:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from ..codecs.semanticodec.device_errors import is_device_error
-        from .encode import encode_chunks
 
         if self.start_up_fault is not None:
             raise self.start_up_fault
-
-        records = batch_to_records(batch)
-        chunks = [r for r in records if isinstance(r, AudioChunk)]
         try:
-            self._maybe_inject_device_error()
-            encoded = iter(encode_chunks(self.codec, chunks))
-        except Fault:
+            return self._encode(batch)
+        except (Fault, UserError):
             raise
         except Exception as error:
             if is_device_error(error):
                 log.error("device error, restarting this encoder so Ray retries the batch: %s", error)
                 os._exit(75)
             raise Fault.from_error("the encode stage", error) from error
+
+    def _encode(self, batch: pa.Table) -> pa.Table:
+        from .encode import encode_chunks
+
+        records = batch_to_records(batch)
+        self._maybe_inject_device_error()
+        encoded = iter(encode_chunks(self.codec, [r for r in records if isinstance(r, AudioChunk)]))
         out = [r if isinstance(r, Failure) else next(encoded) for r in records]
         stats = self.codec.take_stats()
         counters = {"encoder_passes": [0] * len(out), "encoder_windows": [0] * len(out),
@@ -240,13 +242,22 @@ _PREVIOUS_CACHE: dict = {}
 def write_batch(batch: pa.Table, output, run_info: dict, previous_ref=None) -> pa.Table:
     """`ds.map_batches(write_batch, batch_format="pyarrow", ...)`: one batch → committed shards +
     a one-row summary. `previous_ref`: {id or unit key: shard} of the old rows this run supersedes
-    (an object ref, or the dict itself as in tests)."""
+    (an object ref, or the dict itself as in tests). An output that refuses the write is an
+    OutputError (one line: the path and the system's words); any other error a Fault."""
+    try:
+        return _write(batch, output, run_info, _previous(previous_ref))
+    except (Fault, UserError):
+        raise
+    except Exception as error:
+        raise Fault.from_error("a write task", error) from error
+
+
+def _write(batch: pa.Table, output, run_info: dict, previous: dict) -> pa.Table:
     from ..output.shards import write_records
 
     records = batch_to_records(batch)
     provenance = json.loads(batch.column("provenance_json")[0].as_py()) if len(records) else {}
-    summary = write_records(output, records, {**provenance, **run_info}, batch.column("unit").to_pylist(),
-                            _previous(previous_ref))
+    summary = write_records(output, records, {**provenance, **run_info}, batch.column("unit").to_pylist(), previous)
     summary["provenance_json"] = json.dumps(provenance, sort_keys=True) if summary["token_rows"] else ""
     summary["encoder_passes"] = sum(batch.column("encoder_passes").to_pylist())
     summary["encoder_windows"] = sum(batch.column("encoder_windows").to_pylist())
