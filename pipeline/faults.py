@@ -37,7 +37,7 @@ class Fault(PipelineError):
 
     @classmethod
     def from_error(cls, where: str, error: BaseException) -> Fault:
-        """`where` failed with `error`: the error, then why it is not the input's and what to do."""
+        """`where` failed with `error`: the error in its own words, and its likely cause."""
         return cls(f"{where} failed with {type(error).__name__}: {brief(error)} (likely cause: {likely_cause(error)})")
 
 

@@ -21,7 +21,7 @@ import re
 import sys
 import types
 import typing
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import Interrupted, UserError
 from ..faults import fault_in
@@ -169,7 +169,7 @@ def run_cli(job: Callable[[], int | None], argv: list[str] | None = None) -> int
     except KeyboardInterrupt:
         say("interrupted; rerun the same command to resume")
         return EXIT_INTERRUPTED
-    except Exception as error:  # noqa: BLE001: every error ends here, as one line
+    except Exception as error:  # noqa: BLE001 - every error ends here, as one line
         if debug:  # the whole chain: what was raised, and what it was raised from
             import traceback
 

@@ -11,6 +11,7 @@ input, and no input is written off because of it.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -27,16 +28,15 @@ from .batch import batch_to_records, records_to_batch
 log = logging.getLogger(__name__)
 
 HELD_CHUNK_BYTES = 128 << 20  # an input's chunks held back until its decode ends: 35 min of 16 kHz audio
-_CHECKED_PROCESS: list[int] = []  # the process whose libraries were checked (a worker checks once)
 
 
+@functools.cache
 def check_worker_libraries() -> None:
-    """Once per worker process, before its first input: the libraries the run uses load."""
+    """Once per worker process, before its first input: the libraries the run uses load (a
+    `Fault` otherwise, raised again by every call)."""
     from .preflight import check_libraries
 
-    if _CHECKED_PROCESS != [os.getpid()]:
-        check_libraries()
-        _CHECKED_PROCESS[:] = [os.getpid()]
+    check_libraries()
 
 
 # --- read + decode (CPU tasks) -------------------------------------------------------------------

@@ -184,3 +184,15 @@ def test_a_failed_publish_says_why_in_one_line_and_leaves_no_temporary_file(tmp_
     assert words in message and str(tmp_path / TOKENS_DIR) in message and "\n" not in message
     assert raised.value.__cause__ is error
     assert list((tmp_path / TMP_DIR).iterdir()) == []
+
+
+def test_retry_failures_selects_all_rows_or_those_of_the_given_types_or_stages():
+    from pipeline.tokenize.run import select_failures
+
+    rows = [{"id": "a", "stage": "encode", "error_type": "OSError"},
+            {"id": "b", "stage": "decode", "error_type": "AudioDecodeError"},
+            {"id": "c", "stage": "read", "error_type": "FileNotFoundError"}]
+    assert select_failures(rows, "") == rows
+    assert [r["id"] for r in select_failures(rows, "OSError")] == ["a"]
+    assert [r["id"] for r in select_failures(rows, "read, AudioDecodeError")] == ["b", "c"]
+    assert select_failures(rows, "ImportError") == []

@@ -106,6 +106,16 @@ def test_the_driver_refuses_a_broken_environment_before_ray_starts(audio, tmp_pa
     assert not (tmp_path / "out" / "tokens").exists() and time.monotonic() - started < 60
 
 
+def test_a_full_disk_under_the_output_is_one_line_with_the_systems_words(audio, tmp_path):
+    out = tmp_path / "out"
+    done = tokenize(audio, out, faults={"where": "workers", "calls": {"os:fsync": "OSError: No space left on device"}})
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert len(errors) == 1 and done.stderr.rstrip().endswith(errors[0]), done.stderr[-3000:]
+    assert errors[0].startswith(f"error: cannot write {out}/") and errors[0].endswith(": No space left on device")
+    assert not list((out / "_tmp").iterdir())  # the failed publish left no temporary file
+
+
 def broken_install_output(audio: Path, out: Path) -> None:
     """The output an install whose torchaudio could not load wrote before this issue: every valid
     clip a final failure row (no version columns), the corrupt one a genuine failure."""

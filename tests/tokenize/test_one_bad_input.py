@@ -85,3 +85,49 @@ def test_hf_parquet_files_with_a_row_that_is_not_audio(ray_local, small_checkpoi
     manifest = run_tokenize(config(tmp_path / "hf", out, small_checkpoint), progress=False)
     failure = assert_one_failure(out, "not_audio", valid, manifest)
     assert (failure["stage"], failure["error_type"]) == ("decode", "AudioDecodeError")
+
+
+class _Folder:
+    """A source whose one unit holds the given items (as read by a decode task, without Ray)."""
+
+    def __init__(self, *items) -> None:
+        self.items = items
+
+    def read_unit(self, unit):
+        yield from self.items
+
+
+def decoded_rows(source, **settings) -> list:
+    import pickle
+
+    from pipeline.codecs.semanticodec.variants import SemantiCodecVariant
+    from pipeline.tokenize.batch import batch_to_records
+    from pipeline.tokenize.stages import ReadDecode
+
+    stage = ReadDecode(source, SemantiCodecVariant(100, 4096), (set(), set(), set()), chunk_windows=1,
+                       max_duration_s=3600, **settings)
+    return [r for table in stage(pa.table({"unit": [pickle.dumps(None)]})) for r in batch_to_records(table)]
+
+
+def cut_flac(seconds: float) -> bytes:
+    whole = flac_bytes(seconds, 3)
+    return whole[: len(whole) * 7 // 10]
+
+
+def test_a_long_file_found_cut_part_way_sends_no_chunk_on(monkeypatch):
+    from pipeline.records import Failure, SourceItem
+
+    rows = decoded_rows(_Folder(SourceItem(id="cut", uri="/cut", data=cut_flac(60.0)),
+                                SourceItem(id="ok", uri="/ok", data=flac_bytes(12.0, 4))))
+    assert [(type(r).__name__, r.id if isinstance(r, Failure) else r.info.id) for r in rows] == [
+        ("Failure", "cut"), ("AudioChunk", "ok"), ("AudioChunk", "ok")]  # 60 s in 10.24 s chunks: none sent
+    assert not rows[0].retryable
+
+
+def test_beyond_the_held_bytes_chunks_go_on_and_a_late_failure_stays_retryable(monkeypatch):
+    from pipeline.records import AudioChunk, Failure, SourceItem
+
+    monkeypatch.setattr("pipeline.tokenize.stages.HELD_CHUNK_BYTES", 1)  # every chunk goes on at once
+    rows = decoded_rows(_Folder(SourceItem(id="cut", uri="/cut", data=cut_flac(60.0))))
+    assert len(rows) > 1 and all(isinstance(r, AudioChunk) for r in rows[:-1]) and isinstance(rows[-1], Failure)
+    assert rows[-1].retryable and "already committed" in rows[-1].message

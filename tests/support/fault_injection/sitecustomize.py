@@ -5,7 +5,7 @@ they reach every process the job starts, Ray's workers included:
 
     {"where": "workers" | "driver" | "everywhere",
      "imports": {"soundfile": "OSError: cannot load library ..."},        # importing fails
-     "calls": {"pipeline.audio.load:_decode": "TypeError: ..."}}          # calling fails
+     "calls": {"pipeline.audio.load:_decode": "TypeError: ..."}}          # calling fails (os:fsync too)
 
 A Ray worker is a process whose script is Ray's default_worker.py.
 """
@@ -57,9 +57,7 @@ class _Faults(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         for key, text in SPEC.get("calls", {}).items():
             target, _, attribute = key.partition(":")
             if target == name:
-                owner, _, leaf = attribute.rpartition(".")
-                holder = getattr(module, owner) if owner else module
-                setattr(holder, leaf, _failing(text))
+                _patch(module, attribute, text)
 
 
 def _failing(text: str):
@@ -68,5 +66,14 @@ def _failing(text: str):
     return fail
 
 
+def _patch(module, attribute: str, text: str) -> None:
+    owner, _, leaf = attribute.rpartition(".")
+    setattr(getattr(module, owner) if owner else module, leaf, _failing(text))
+
+
 if SPEC and _here():
+    for key, text in SPEC.get("calls", {}).items():  # modules imported before this one (os, ...)
+        name, _, attribute = key.partition(":")
+        if name in sys.modules:
+            _patch(sys.modules[name], attribute, text)
     sys.meta_path.insert(0, _Faults())
