@@ -174,9 +174,7 @@ class OutputFolder:
         listings = {kind: self._listing(kind) for kind in (TOKENS_DIR, FAILURES_DIR, RETRYABLE_DIR)}
         keys.token_files, keys.failure_files = len(listings[TOKENS_DIR]), len(listings[FAILURES_DIR])
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            read = {kind: [(relative_shard(path), summary) for (path, _), summary in zip(entries, pool.map(
-                        lambda entry, kind=kind: _shard_keys(fs, *entry, tokens=kind == TOKENS_DIR), entries))]
-                    for kind, entries in listings.items()}
+            read = {kind: _footers(pool, fs, kind, entries) for kind, entries in listings.items()}
         keys.void = declared_void({shard: summary.get("supersedes") or {} for shards in read.values()
                                    for shard, summary in shards},
                                   {shard: summary["ids"] for kind in (FAILURES_DIR, RETRYABLE_DIR)
@@ -194,7 +192,8 @@ class OutputFolder:
             void = keys.void.get(shard, set())
             keys.failed.update(key for key in summary["ids"] if key not in void)
             types = summary["error_types"] if not void else Counter(
-                kind for key, kind in zip(summary["ids"], self._error_types(shard, summary)) if key not in void)
+                kind for key, kind in zip(summary["ids"], self._error_types(shard, summary), strict=True)
+                if key not in void)
             for kind, count in types.items():
                 keys.failure_types[kind] = keys.failure_types.get(kind, 0) + count
         for shard, summary in read[RETRYABLE_DIR]:
@@ -374,6 +373,12 @@ def _keys_summary(table: pa.Table) -> dict:
         }
     types = table["error_type"].to_pylist()
     return {"ids": table["id"].to_pylist(), "error_types": dict(Counter(types)), "types": types}
+
+
+def _footers(pool, fs, kind: str, entries: list[tuple[str, int]]) -> list[tuple[str, dict]]:
+    """(shard path relative to the output, its keys summary) for the shards `entries` of one folder."""
+    summaries = pool.map(lambda entry: _shard_keys(fs, *entry, tokens=kind == TOKENS_DIR), entries)
+    return [(relative_shard(path), summary) for (path, _), summary in zip(entries, summaries, strict=True)]
 
 
 def _read_footer(fs, path: str, size: int):

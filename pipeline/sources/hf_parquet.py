@@ -14,8 +14,8 @@ import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..errors import SourceError
 from ..content_errors import admit_failure
+from ..errors import SourceError
 from ..records import STAGE_READ, SourceItem
 from .base import Source, WorkUnit, failed_item, is_transient, protocol_prefix, relative_id
 from .files import has_glob
