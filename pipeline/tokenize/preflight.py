@@ -95,6 +95,7 @@ def check_source(config: TokenizeConfig, storage_options: dict) -> tuple[object,
     from .run import open_config_source
 
     url = config.source
+    check_protocol(url, "--source", SourceError)
     try:
         source, units = open_config_source(config, storage_options)
     except UserError:
@@ -112,6 +113,7 @@ def check_source(config: TokenizeConfig, storage_options: dict) -> tuple[object,
 def check_output(url: str, storage_options: dict) -> None:
     """The output is a folder (existing or creatable) we may write to: a probe object is written
     under OUT/_tmp/ and deleted, so a missing bucket or a denied PutObject shows now, not after encoding."""
+    check_protocol(url, "--output", OutputError)
     try:
         fs, path = url_to_fs(url, storage_options)
         if fs.isfile(path):
@@ -218,6 +220,17 @@ def is_synthetic(value: str, location: str) -> bool:
 
 def _brief(error: BaseException) -> str:
     return f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+
+
+def check_protocol(url: str, flag: str, error: type[UserError]) -> None:
+    """The URL's scheme is a filesystem fsspec knows (s3, gs, hf, http, ...) or a local path;
+    fsspec's own refusal is a bare ValueError, which is caught nowhere else."""
+    from fsspec.registry import known_implementations, registry
+
+    protocol = protocol_of(url)
+    if protocol not in known_implementations and protocol not in registry:
+        raise error(f"{flag} {url}: unknown protocol {protocol!r} (a local path, or a URL such as s3://, gs://, "
+                    "hf://, https://)")
 
 
 def known_io_errors() -> tuple[type[BaseException], ...]:

@@ -241,3 +241,10 @@ def test_a_library_that_cannot_load_is_refused_with_its_likely_cause(monkeypatch
     with pytest.raises(Fault, match=r"environment check of libsndfile .* failed with OSError: cannot load library "
                                     r"'libsndfile.so.1'.*likely cause: a native library cannot be loaded"):
         P.check_libraries()
+
+
+def test_an_unknown_protocol_is_a_mistake_not_a_bug(tmp_path, audio):
+    with pytest.raises(SourceError, match="--source foo://x/: unknown protocol 'foo'"):
+        P.check_source(TokenizeConfig(source="foo://x/", output=str(tmp_path / "out")), {})
+    with pytest.raises(OutputError, match="--output foo://y: unknown protocol 'foo'"):
+        P.check_output("foo://y", {})
