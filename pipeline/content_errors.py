@@ -4,7 +4,7 @@ An input becomes a row in failures/ only when the error is proven to be about it
 content. These are, per stage:
 
 - read: the object does not exist and the user said it will not appear (`--missing-inputs
-  fail`: FileNotFoundError); a container whose bytes are not what they claim (a cut or corrupt tar:
+  fail`: FileNotFoundError); its URL names no filesystem (`fsutil.UnknownProtocolError`); a container whose bytes are not what they claim (a cut or corrupt tar:
   `tarfile.TarError`, a compressed stream cut short: `EOFError`, `zlib.error`; a Parquet file that
   is not one: `pyarrow.ArrowInvalid`); the project's own checks on the data (an id that is not
   usable, a tar key without audio, a row without bytes: failures recorded with a reason, no error).
@@ -32,6 +32,7 @@ import sys
 
 from .errors import AudioInputError
 from .faults import Fault
+from .fsutil import UnknownProtocolError
 from .records import STAGE_DECODE, STAGE_ENCODE, STAGE_READ
 
 # PyAV's names for FFmpeg's verdicts on the bytes it was given (decoding only: nothing is opened by name).
@@ -59,7 +60,8 @@ def content_error_types(stage: str) -> tuple[type[BaseException], ...]:
 
         pyarrow = sys.modules.get("pyarrow")
         arrow = (pyarrow.ArrowInvalid,) if pyarrow is not None else ()
-        return (AudioInputError, FileNotFoundError, tarfile.TarError, EOFError, zlib.error, *arrow)
+        return (AudioInputError, FileNotFoundError, UnknownProtocolError, tarfile.TarError, EOFError, zlib.error,
+                *arrow)
     if stage == STAGE_DECODE:
         return (AudioInputError, *libsndfile_errors(), *ffmpeg_errors())
     if stage == STAGE_ENCODE:

@@ -147,3 +147,14 @@ def test_the_decoders_refusal_of_real_bad_audio_is_a_content_failure():
     noise = np.random.default_rng(0).standard_normal(100).astype(np.float32).tobytes()
     (failure,) = decode_item(SourceItem(id="raw", uri="/raw", data=noise), chunk_windows=2, max_duration_s=60)
     assert failure.error_type == "AudioDecodeError"
+
+
+def test_a_manifest_row_whose_url_names_no_filesystem_is_its_own_failure(tmp_path):
+    from pipeline.sources import open_source
+
+    manifest = tmp_path / "list.csv"
+    manifest.write_text("id,uri\nbad,foo://bucket/x.wav\n")
+    source = open_source(str(manifest))
+    (item,) = source.read_unit(source.list_units()[0])
+    assert (item.failure.stage, item.failure.error_type, item.failure.retryable) == (
+        "read", "UnknownProtocolError", False)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from ..errors import CheckpointError, ConfigError, OutputError, SourceError, UserError
 from ..faults import Fault
-from ..fsutil import options_for, protocol_of, url_to_fs
+from ..fsutil import options_for, protocol_of, unknown_protocol, url_to_fs
 from .config import TokenizeConfig
 
 # Settings that must be at least this much (None = not set, allowed where the default is None).
@@ -223,12 +223,9 @@ def _brief(error: BaseException) -> str:
 
 
 def check_protocol(url: str, flag: str, error: type[UserError]) -> None:
-    """The URL's scheme is a filesystem fsspec knows (s3, gs, hf, http, ...) or a local path;
-    fsspec's own refusal is a bare ValueError, which is caught nowhere else."""
-    from fsspec.registry import known_implementations, registry
-
-    protocol = protocol_of(url)
-    if protocol not in known_implementations and protocol not in registry:
+    """The URL's scheme is a filesystem fsspec knows (s3, gs, hf, http, ...) or a local path."""
+    protocol = unknown_protocol(url)
+    if protocol is not None:
         raise error(f"{flag} {url}: unknown protocol {protocol!r} (a local path, or a URL such as s3://, gs://, "
                     "hf://, https://)")
 
