@@ -4,10 +4,12 @@ An input becomes a row in failures/ only when the error is proven to be about it
 content. These are, per stage:
 
 - read: the object does not exist and the user said it will not appear (`--missing-inputs
-  fail`: FileNotFoundError); its URL names no filesystem (`fsutil.UnknownProtocolError`); a container whose bytes are not what they claim (a cut or corrupt tar:
-  `tarfile.TarError`, a compressed stream cut short: `EOFError`, `zlib.error`; a Parquet file that
-  is not one: `pyarrow.ArrowInvalid`); the project's own checks on the data (an id that is not
-  usable, a tar key without audio, a row without bytes: failures recorded with a reason, no error).
+  fail`: FileNotFoundError); its URL names no filesystem (`fsutil.UnknownProtocolError`); a
+  container whose bytes are not what they claim (a cut or corrupt tar: `tarfile.TarError`, a
+  compressed stream cut short: `EOFError`, `zlib.error`; a Parquet file that is not one, or uses
+  what pyarrow cannot read: `ArrowInvalid`, `ArrowNotImplementedError`); the project's own checks
+  on the data (an unusable id, a tar key without audio, a row without bytes: failures recorded
+  with a reason, no error).
 - decode: libsndfile refusing the bytes (`soundfile.LibsndfileError`); FFmpeg refusing them, as
   PyAV reports it (invalid data, a stream cut short, a codec or container it has no decoder for,
   a feature it does not implement, an invalid stream parameter, FFmpeg's "unknown error"); the
@@ -59,7 +61,7 @@ def content_error_types(stage: str) -> tuple[type[BaseException], ...]:
         import zlib
 
         pyarrow = sys.modules.get("pyarrow")
-        arrow = (pyarrow.ArrowInvalid,) if pyarrow is not None else ()
+        arrow = (pyarrow.ArrowInvalid, pyarrow.ArrowNotImplementedError) if pyarrow is not None else ()
         return (AudioInputError, FileNotFoundError, UnknownProtocolError, tarfile.TarError, EOFError, zlib.error,
                 *arrow)
     if stage == STAGE_DECODE:
