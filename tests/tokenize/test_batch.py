@@ -9,9 +9,6 @@ import itertools
 import numpy as np
 import pyarrow as pa
 import pytest
-from ray.data._internal.arrow_ops.transform_pyarrow import concat
-from ray.data._internal.delegating_block_builder import DelegatingBlockBuilder
-
 from pipeline.records import AudioChunk, ChunkInfo, EncodedChunk, Failure
 from pipeline.tokenize.batch import BATCH_SCHEMA, ENCODER_COLUMNS, batch_to_records, records_to_batch
 
@@ -58,6 +55,9 @@ def test_every_mix_has_the_one_schema_and_round_trips(mix):
 
 
 def test_blocks_of_every_mix_concatenate_as_ray_data_does():
+    from ray.data._internal.arrow_ops.transform_pyarrow import concat
+    from ray.data._internal.delegating_block_builder import DelegatingBlockBuilder
+
     tables = [records_to_batch(records) for records in MIXES.values()]
     for first, second in itertools.permutations(tables, 2):
         builder = DelegatingBlockBuilder()  # what Ray Data's map outputs and batchers use
@@ -78,6 +78,8 @@ def described(record) -> tuple:
 
 
 def test_encoder_output_of_every_mix_concatenates():
+    from ray.data._internal.arrow_ops.transform_pyarrow import concat
+
     def out(records):
         rows = len(records)
         return records_to_batch(records, encoder_passes=[1] * rows, encoder_windows=[2] * rows,
