@@ -20,9 +20,27 @@ def options_for(url: str, storage_options: dict | None) -> dict:
     return dict((storage_options or {}).get(protocol_of(url), {}))
 
 
+class UnknownProtocolError(ValueError):
+    """A URL whose scheme names no filesystem fsspec knows (its own refusal is a bare ValueError)."""
+
+
+def unknown_protocol(url: str) -> str | None:
+    """The protocol of `url` (of any link of a chained URL) that fsspec does not know, if any."""
+    from fsspec.registry import known_implementations, registry
+
+    for link in url.split("::"):
+        protocol = protocol_of(link)
+        if protocol not in known_implementations and protocol not in registry:
+            return protocol
+    return None
+
+
 def url_to_fs(url: str, storage_options: dict | None = None):
     import fsspec
 
+    protocol = unknown_protocol(url)
+    if protocol is not None:
+        raise UnknownProtocolError(f"unknown protocol {protocol!r} in {url}")
     return fsspec.core.url_to_fs(url, **options_for(url, storage_options))
 
 

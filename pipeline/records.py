@@ -15,12 +15,8 @@ from typing import Any
 
 import numpy as np
 
-# Failure stages. `read` failures (the bytes could not be fetched: network, credentials, a missing
-# object) are retryable: a rerun tries them again. The others are pinned to the input's content.
-STAGE_LIST = "list"
-STAGE_READ = "read"
-STAGE_DECODE = "decode"
-STAGE_ENCODE = "encode"
+# The stages a failure is recorded at (read, decode, encode), with the errors each may admit.
+from .content_errors import STAGE_DECODE, STAGE_ENCODE, STAGE_READ, admit_failure  # noqa: F401 (re-exported)
 
 
 @dataclass(slots=True)
@@ -37,6 +33,9 @@ class Failure:
     @classmethod
     def from_error(cls, id: str, uri: str, stage: str, error: BaseException | str,
                    error_type: str | None = None, retryable: bool = False) -> "Failure":
+        """The failure of an input, when `error` may write it off (`content_errors.admit_failure`:
+        a content error, a reason of our own, or a retryable failure); else raises a `Fault`."""
+        admit_failure(stage, error, retryable=retryable)
         message = str(error) or repr(error)
         kind = error_type or (type(error).__name__ if isinstance(error, BaseException) else "Error")
         return cls(id=id, uri=uri, stage=stage, error_type=kind, message=message, retryable=retryable)

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from ..content_errors import ffmpeg_errors
 from ..errors import AudioInputError
 
 # FFmpeg sample formats → the scale to float32 in [-1, 1] (planar variants end in "p").
@@ -48,7 +49,7 @@ class FFmpegReader:
                 self.channels = int(context.channels or 0)
                 self.format = f"{container.format.name}/{context.name}"
                 self.frames = _estimated_frames(container, stream, self.rate)
-        except av.FFmpegError as error:
+        except ffmpeg_errors() as error:
             raise FFmpegDecodeError(f"FFmpeg cannot decode it: {_reason(error)}") from error
         self.peak = 0.0
 
@@ -92,7 +93,7 @@ class FFmpegReader:
                 stream = container.streams.audio[0]
                 for frame in container.decode(stream):
                     yield _channel0(frame)
-        except av.FFmpegError as error:
+        except ffmpeg_errors() as error:
             raise FFmpegDecodeError(f"FFmpeg cannot decode it: {_reason(error)}") from error
 
 

@@ -30,6 +30,10 @@ Rules a decode enforces (each breach is a `Failure` with stage "decode", never r
 - Float audio out of [-1, 1] (a float WAV peaking at 3.7e5) is tokenized as it is, with a warning
   in the log and in the chunks' meta (`meta["warning"]`).
 
+Only errors about the input's own bytes become its Failure (`pipeline/content_errors.py`: the
+decoders' errors on its bytes and the rules above); any other error (a library that cannot load,
+a bug) propagates and stops the run, so that no valid input is written off.
+
 A Failure yielded after chunks of the same input (a file found damaged part-way through a
 streamed decode) supersedes them: the caller drops that input's chunks.
 """
@@ -45,6 +49,7 @@ import numpy as np
 
 from ..codecs.semanticodec.input import resampled_length, resampler
 from ..codecs.semanticodec.variants import SAMPLE_RATE_HZ, SEGMENT_SAMPLES
+from ..content_errors import content_error_types, libsndfile_errors
 from ..errors import AudioInputError
 from ..records import STAGE_DECODE, AudioChunk, ChunkInfo, Failure, SourceItem
 from .resample import SpanCutter, StreamingResampler
@@ -78,7 +83,7 @@ def decode_item(item: SourceItem, *, chunk_windows: int, max_duration_s: float,
             yield from _decode(item, source, chunk_samples, max_duration_s, spans)
         finally:
             source.close()
-    except Exception as error:  # noqa: BLE001 - AudioInputError or any decoder error is this input's failure
+    except content_error_types(STAGE_DECODE) as error:  # the input's own bytes (pipeline/content_errors.py)
         yield Failure.from_error(item.id, item.uri, STAGE_DECODE, error)
 
 
@@ -114,7 +119,7 @@ class _Decode:
         self.buffer = io.BytesIO(data)
         try:
             self.handle = sf.SoundFile(self.buffer)
-        except (sf.LibsndfileError, RuntimeError, TypeError) as error:
+        except libsndfile_errors() as error:
             raise self.decode_error(error) from error
         self.rate, self.channels, self.frames = self.handle.samplerate, self.handle.channels, self.handle.frames
         self.format = self.handle.format
@@ -133,8 +138,6 @@ class _Decode:
 
     def blocks(self, first: int, count: int | None, block: int = READ_BLOCK_FRAMES) -> Iterator[np.ndarray]:
         """Channel 0 of frames [first, first + count) (to the end when None), float32, block by block."""
-        import soundfile as sf
-
         try:
             self.handle.seek(first)
             remaining = math.inf if count is None else count
@@ -149,7 +152,7 @@ class _Decode:
                     self.peak = max(self.peak, float(np.abs(samples).max()))
                 remaining -= len(samples)
                 yield samples
-        except (sf.LibsndfileError, RuntimeError) as error:
+        except libsndfile_errors() as error:
             raise self.decode_error(error) from error
 
     def count_frames(self) -> int:
@@ -250,7 +253,7 @@ def _decode_streamed(item, source: _Decode, first: int, last: int, chunk_samples
         nonlocal chunk, filled, index
         while len(out):
             if index == count:
-                raise AudioDecodeError("resampler gave more samples than its length rule")  # a bug, not the input
+                raise RuntimeError("resampler gave more samples than its length rule")  # a bug, not the input
             used = min(len(chunk) - filled, len(out))
             chunk[filled:filled + used] = out[:used]
             filled, out = filled + used, out[used:]
@@ -267,7 +270,7 @@ def _decode_streamed(item, source: _Decode, first: int, last: int, chunk_samples
         raise AudioDecodeError(f"truncated: header says {last - first} frames, only {decoded} decoded")
     yield from take(stream.finish())
     if index != count:
-        raise AudioDecodeError(f"resampled length mismatch: {index} of {count} chunks")  # a bug, not the input
+        raise RuntimeError(f"resampled length mismatch: {index} of {count} chunks")  # a bug, not the input
 
 
 def _cut_spans(item, source: _Decode, blocks, length: int, chunk_samples: int, warnings) -> Iterator[AudioChunk]:
@@ -291,7 +294,7 @@ def _cut_spans(item, source: _Decode, blocks, length: int, chunk_samples: int, w
     if decoded < length:
         if source.exact_length:
             raise AudioDecodeError(f"truncated: header says {length} frames, only {decoded} decoded")
-        raise AudioDecodeError(f"decoded {decoded} frames of the {length} counted")  # a bug, not the input
+        raise RuntimeError(f"decoded {decoded} frames of the {length} counted")  # a bug, not the input
     yield from chunks(cutter.finish())
 
 

@@ -3,7 +3,10 @@ of defaults, help text and choices), and `run_cli`, which turns every way a job 
 exit code and at most one line on stderr; logging and the Ray session of a job.
 
 Exit codes: 0 done; 1 a user mistake (one `error: ...` line) or an unexpected error; 2 a usage
-error (argparse); 75 some inputs hit transient errors (rerun to retry them); 130 interrupted.
+error (argparse); 70 a fault of the environment, a worker or the code stopped the run (one line
+naming it and its likely cause; nothing was written off: fix it and rerun); 75 some inputs hit
+transient errors (rerun to retry them); 130 interrupted. `--debug` adds the traceback of any
+error, with the errors it was raised from.
 stdout carries only a job's JSON summary; banners, logs and progress go to stderr.
 """
 
@@ -14,22 +17,28 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import sys
 import types
 import typing
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import Interrupted, UserError
+from ..faults import fault_in
 
 log = logging.getLogger(__name__)
 
 EXIT_ERROR = 1
+EXIT_FAULT = 70  # EX_SOFTWARE: the environment, a worker or the code failed, not an input
 EXIT_RETRYABLE = 75  # EX_TEMPFAIL: a rerun of the same command retries what failed transiently
 EXIT_INTERRUPTED = 130
 DEBUG_ENV = "PIPELINE_DEBUG"
 METAVARS = {int: "N", float: "X"}
 # Where Ray Data logs a failed run's tracebacks before raising (run_cli says it in one line).
-RAY_DATA_ABORT_LOGGERS = ("ray.data.exceptions", "ray.data._internal.execution.streaming_executor_state")
+RAY_DATA_ABORT_LOGGERS = ("ray.data.exceptions", "ray.data._internal.execution.streaming_executor_state",
+                          "ray.data._internal.execution.operators.actor_pool_map_operator")
+# Ray Data appends this note (and advice on its retry settings) to the message of a task's error.
+RAY_RETRY_NOTE = re.compile(r"\n\s*Failed to [^\n]* after \d+/\d+ attempts \(total backoff.*", re.DOTALL)
 
 # --- parsers generated from dataclasses -------------------------------------------------------
 
@@ -140,7 +149,7 @@ def build_parser(config_cls, description: str, prog: str | None = None) -> argpa
                 kwargs["type"] = _value_parser(hints[f.name])
                 if "choices" not in f.metadata:
                     kwargs["metavar"] = METAVARS.get(kwargs["type"])
-                for key in ("choices", "metavar", "required"):
+                for key in ("choices", "metavar", "required", "nargs", "const"):
                     if f.metadata.get(key) is not None:
                         kwargs[key] = f.metadata[key]
             group.add_argument(_option_name(f), **kwargs)
@@ -167,7 +176,11 @@ def run_cli(job: Callable[[], int | None], argv: list[str] | None = None) -> int
     except KeyboardInterrupt:
         say("interrupted; rerun the same command to resume")
         return EXIT_INTERRUPTED
-    except Exception as error:  # noqa: BLE001: every error ends here, as one line
+    except Exception as error:  # noqa: BLE001 - every error ends here, as one line
+        if debug:  # the whole chain: what was raised, and what it was raised from
+            import traceback
+
+            traceback.print_exception(error)
         cause = _user_facing_cause(error)
         if isinstance(cause, Interrupted):
             say(str(cause))
@@ -175,10 +188,11 @@ def run_cli(job: Callable[[], int | None], argv: list[str] | None = None) -> int
         if isinstance(cause, UserError):
             say(f"error: {one_line(cause)}")
             return EXIT_ERROR
-        if debug:
-            import traceback
-
-            traceback.print_exc()
+        fault = fault_in(error)
+        if fault is not None:
+            say(f"error: {fault.line}; no input was recorded as failed for it and committed shards are kept: "
+                "rerun the same command once it is fixed")
+            return EXIT_FAULT
         say(f"error: unexpected {type(cause).__name__}: {one_line(cause)[:500]} "
              f"(rerun with --debug or {DEBUG_ENV}=1 for the traceback)")
         return EXIT_ERROR
@@ -205,7 +219,7 @@ def _user_facing_cause(error: BaseException) -> BaseException:
 
 
 def one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
+    return " ".join(RAY_RETRY_NOTE.sub("", str(error)).split()) or type(error).__name__
 
 
 def say(line: str) -> None:

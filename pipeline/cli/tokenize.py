@@ -120,6 +120,7 @@ def failure_examples(output: str, storage_options: dict, kind: str, types: set[s
                      per_type: int = FAILURE_EXAMPLES) -> dict[str, list[tuple[str, str]]]:
     """error_type → its first `per_type` (id, message) pairs in the committed shards of OUT/<kind>/,
     reading shards only until every type in `types` has them."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from ..output.folder import OutputFolder
@@ -136,7 +137,7 @@ def failure_examples(output: str, storage_options: dict, kind: str, types: set[s
                     found.append((row["id"], row["message"]))
             if all(len(examples.get(t, ())) >= per_type for t in types):
                 break
-    except Exception as error:  # noqa: BLE001: the examples are a courtesy; the counts are printed anyway
+    except (OSError, pa.ArrowException) as error:  # the examples are a courtesy; the counts are printed anyway
         log.warning("could not read failure examples: %s", error)
     return examples
 

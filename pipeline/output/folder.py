@@ -5,8 +5,8 @@ Layout under `--output`:
 
     tokens/part-<hash>.parquet      committed token rows (schemas/tokens.v1.json)
     failures/part-<hash>.parquet    inputs that can never be tokenized (schemas/failures.v1.json)
-    retryable/part-<hash>.parquet   inputs that hit a transient error in the last run (same columns);
-                                    not final: the next run retries them, and clears this folder
+    retryable/part-<hash>.parquet   inputs that hit a transient error (same columns); not final: the
+                                    next run retries them, and their new rows supersede these
     manifest.json                   run summary (schemas/manifest.v1.json), written last
     README.md                       dataset card (`datasets.load_dataset(OUT)` reads tokens/failures)
     _fingerprint.json               what a resumed run must share with the first one
@@ -18,15 +18,25 @@ ambiguity, so a retried write task rewrites the same name. A shard is written un
 published in one step (local: `os.replace`; object stores: a single PUT, visible only once
 complete), so a crash leaves only complete shards. A rerun reads the key columns of committed
 shards (in parallel) and skips what they hold.
+
+Supersede rule (retries): a row in failures/ or retryable/ is void when another committed shard
+declares it superseded: each shard that holds new rows of an input retried lists, in its footer
+(`pipeline.keys` → `supersedes`), the shard that held the input's old row. The old row thus
+stops counting in the same atomic step that commits the new one, and a crash before it leaves the
+old row in place: every id is counted once at every instant. Void rows are then removed
+(`drop_superseded`: each such shard rewritten in place without them, or deleted when empty); a run
+killed before that leaves them to the next run, whose first step it is.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -37,6 +47,7 @@ import pyarrow.parquet as pq
 from ..errors import OutputError
 from .identity import ID_RULE_KEY, LEGACY_ID_RULE
 from .schema import FAILURES_SCHEMA_VERSION, TOKENS_SCHEMA_VERSION, arrow_schema
+from .supersede import declared_void, relative_shard
 
 TOKENS_DIR = "tokens"
 FAILURES_DIR = "failures"
@@ -64,13 +75,22 @@ class CommittedKeys:
     token_files: int = 0
     failure_files: int = 0
     provenance: dict | None = None  # of one committed token shard (they all share the codec identity)
+    retryable: dict[str, str] = field(default_factory=dict)  # id -> the retryable/ shard holding its row
+    void: dict[str, set[str]] = field(default_factory=dict)  # shard (relative path) -> ids superseded in it
+    retrying: dict[str, str] = field(default_factory=dict)  # id -> error type of a failure being retried
 
     def add_summary(self, summary: dict) -> None:
         """Fold one write task's summary (`shards.write_records`) into these keys."""
         for key, chunk, total in json.loads(summary["token_keys_json"]):
             self.chunks.add((key, chunk))
             self.num_chunks[key] = total
+        for shard, ids in json.loads(summary.get("superseded_json") or "{}").items():
+            self.void.setdefault(shard, set()).update(ids)
+            for key in ids:
+                self._forget(shard, key)
         self.failed.update(json.loads(summary["failed_ids_json"]))
+        for key, shard in json.loads(summary.get("retryable_ids_json") or "[]"):
+            self.retryable[key] = shard
         if self.provenance is None and summary.get("provenance_json"):
             self.provenance = json.loads(summary["provenance_json"])
         self.token_rows += int(summary["token_rows"])
@@ -81,12 +101,30 @@ class CommittedKeys:
         self.token_files += int(bool(summary["token_rows"]))
         self.failure_files += int(bool(summary["failed"]))
 
+    def _forget(self, shard: str, key: str) -> None:
+        """The row of `key` in `shard` was superseded: it no longer counts."""
+        if shard.startswith(f"{RETRYABLE_DIR}/"):
+            if self.retryable.get(key) == shard:
+                del self.retryable[key]
+        elif key in self.failed and key in self.retrying:
+            self.failed.discard(key)
+            kind = self.retrying.pop(key)
+            self.failure_types[kind] -= 1
+            if not self.failure_types[kind]:
+                del self.failure_types[kind]
+
+    def retry(self, rows: list[dict]) -> None:
+        """Mark the failure rows `rows` (`OutputFolder.failure_rows`) as being retried: they keep
+        counting (as their shards hold them) until a summary says new rows superseded them."""
+        self.retrying.update({row["id"]: row["error_type"] for row in rows})
+
     def complete_ids(self) -> set[str]:
-        """Inputs fully accounted for: failed, or every chunk committed."""
+        """Inputs fully accounted for: failed (and not being retried), or every chunk committed."""
         per_id: dict[str, int] = {}
         for key, _ in self.chunks:
             per_id[key] = per_id.get(key, 0) + 1
-        return self.failed | {key for key, count in per_id.items() if count >= self.num_chunks[key]}
+        failed = self.failed - self.retrying.keys()
+        return failed | {key for key, count in per_id.items() if count >= self.num_chunks[key]}
 
     def partial_ids(self, complete: set[str] | None = None) -> set[str]:
         """Inputs with some but not all chunks committed (`complete`: `complete_ids()`, if at hand)."""
@@ -129,27 +167,84 @@ class OutputFolder:
         return sorted(n for n in names if n.rsplit("/", 1)[-1].startswith("part-") and n.endswith(".parquet"))
 
     def committed_keys(self, threads: int = KEY_READ_THREADS) -> CommittedKeys:
-        """The committed keys and counts. Each shard's footer holds them (`pipeline.keys`), so one
-        ranged read per shard suffices, run in parallel; shards without it fall back to the key columns."""
-        fs, root = self.filesystem()
+        """The committed keys and counts, with the supersede rule applied. Each shard's footer holds
+        them (`pipeline.keys`), so one ranged read per shard suffices, run in parallel; shards
+        without it fall back to the key columns."""
+        fs, _ = self.filesystem()
         keys = CommittedKeys()
-        token_files, failure_files = self._listing(TOKENS_DIR), self._listing(FAILURES_DIR)
-        keys.token_files, keys.failure_files = len(token_files), len(failure_files)
+        listings = {kind: self._listing(kind) for kind in (TOKENS_DIR, FAILURES_DIR, RETRYABLE_DIR)}
+        keys.token_files, keys.failure_files = len(listings[TOKENS_DIR]), len(listings[FAILURES_DIR])
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            for summary in pool.map(lambda entry: _shard_keys(fs, *entry, tokens=True), token_files):
-                for key, chunk, total in summary["keys"]:
-                    keys.chunks.add((key, chunk))
-                    keys.num_chunks[key] = total
-                keys.token_rows += len(summary["keys"])
-                keys.token_pairs += summary["token_pairs"]
-                keys.audio_s += summary["audio_s"]
-                if keys.provenance is None and summary.get("provenance"):
-                    keys.provenance = summary["provenance"]
-            for summary in pool.map(lambda entry: _shard_keys(fs, *entry, tokens=False), failure_files):
-                keys.failed.update(summary["ids"])
-                for kind, count in summary["error_types"].items():
-                    keys.failure_types[kind] = keys.failure_types.get(kind, 0) + count
+            read = {kind: _footers(pool, fs, kind, entries) for kind, entries in listings.items()}
+        keys.void = declared_void({shard: summary.get("supersedes") or {} for shards in read.values()
+                                   for shard, summary in shards},
+                                  {shard: summary["ids"] for kind in (FAILURES_DIR, RETRYABLE_DIR)
+                                   for shard, summary in read[kind]})
+        for _, summary in read[TOKENS_DIR]:
+            for key, chunk, total in summary["keys"]:
+                keys.chunks.add((key, chunk))
+                keys.num_chunks[key] = total
+            keys.token_rows += len(summary["keys"])
+            keys.token_pairs += summary["token_pairs"]
+            keys.audio_s += summary["audio_s"]
+            if keys.provenance is None and summary.get("provenance"):
+                keys.provenance = summary["provenance"]
+        for shard, summary in read[FAILURES_DIR]:
+            void = keys.void.get(shard, set())
+            keys.failed.update(key for key in summary["ids"] if key not in void)
+            types = summary["error_types"] if not void else Counter(
+                kind for key, kind in zip(summary["ids"], self._error_types(shard, summary), strict=True)
+                if key not in void)
+            for kind, count in types.items():
+                keys.failure_types[kind] = keys.failure_types.get(kind, 0) + count
+        for shard, summary in read[RETRYABLE_DIR]:
+            void = keys.void.get(shard, set())
+            keys.retryable.update((key, shard) for key in summary["ids"] if key not in void)
         return keys
+
+    def _error_types(self, shard: str, summary: dict) -> list[str]:
+        """Each row's error type, in order: from the footer, or (older shards) the column."""
+        if "types" in summary:
+            return summary["types"]
+        fs, root = self.filesystem()
+        return pq.read_table(f"{root}/{shard}", columns=["error_type"], filesystem=fs)["error_type"].to_pylist()
+
+    def failure_rows(self, void: dict[str, set[str]] | None = None,
+                     threads: int = KEY_READ_THREADS) -> list[dict]:
+        """Every row of failures/ that is not void: {id, stage, error_type, shard}."""
+        fs, _ = self.filesystem()
+        void = void or {}
+
+        def rows(path: str) -> list[dict]:
+            shard = relative_shard(path)
+            table = pq.read_table(path, columns=["id", "stage", "error_type"], filesystem=fs)
+            return [{**row, "shard": shard} for row in table.to_pylist() if row["id"] not in void.get(shard, ())]
+
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            return [row for found in pool.map(rows, self.committed_files(FAILURES_DIR)) for row in found]
+
+    def drop_superseded(self, void: dict[str, set[str]]) -> list[str]:
+        """Remove void rows: each shard holding some is rewritten in place (same name: one atomic
+        replace) without them, or deleted when none is left (returned). Safe to repeat or to interrupt."""
+        fs, root = self.filesystem()
+        removed = []
+        for shard, ids in sorted(void.items()):
+            path = f"{root}/{shard}"
+            try:
+                table = pq.read_table(path, filesystem=fs)
+            except FileNotFoundError:
+                continue
+            kept = table.filter(pa.compute.invert(pa.compute.is_in(table["id"], pa.array(sorted(ids), pa.string()))))
+            if kept.num_rows == 0:
+                fs.rm_file(path)
+                removed.append(shard)
+                continue
+            metadata = dict(table.schema.metadata or {})
+            declared = json.loads(metadata.get(KEYS_KEY.encode(), b"{}")).get("supersedes")
+            self.publish(shard, _parquet_bytes(kept, metadata, declared))
+        if void and fs.exists(f"{root}/{RETRYABLE_DIR}") and not fs.ls(f"{root}/{RETRYABLE_DIR}"):
+            fs.rmdir(f"{root}/{RETRYABLE_DIR}")
+        return removed
 
     def _listing(self, kind: str) -> list[tuple[str, int]]:
         """(path, size) of the committed shards of one folder: one listing call."""
@@ -168,41 +263,44 @@ class OutputFolder:
             if fs.exists(f"{root}/{name}"):
                 fs.rm(f"{root}/{name}", recursive=True)
 
-    def clear_retryable(self) -> None:
-        """The retryable records describe the last run; a new run retries those inputs."""
-        fs, root = self.filesystem()
-        if fs.exists(f"{root}/{RETRYABLE_DIR}"):
-            fs.rm(f"{root}/{RETRYABLE_DIR}", recursive=True)
-
-    def write_shard(self, kind: str, table: pa.Table, provenance: dict | None = None) -> str:
-        """Write one table as a committed shard named by its row keys; returns the shard path."""
+    def write_shard(self, kind: str, table: pa.Table, provenance: dict | None = None,
+                    supersedes: dict[str, list[str]] | None = None) -> str:
+        """Write one table as a committed shard named by its row keys; returns the shard path.
+        `supersedes`: the old rows its rows replace (the supersede rule), recorded in its footer."""
         _, root = self.filesystem()
         chunks = table["chunk_index"].to_pylist() if "chunk_index" in table.column_names else [0] * len(table)
-        final = f"{root}/{kind}/part-{shard_digest(list(zip(table['id'].to_pylist(), chunks)))}.parquet"
+        name = f"part-{shard_digest(list(zip(table['id'].to_pylist(), chunks, strict=True)))}.parquet"
         metadata = dict(table.schema.metadata or {})
         if provenance is not None:
             metadata[PROVENANCE_KEY.encode()] = json.dumps(provenance, sort_keys=True).encode()
-        metadata[KEYS_KEY.encode()] = json.dumps(_keys_summary(table), ensure_ascii=False).encode()
-        buffer = io.BytesIO()
-        pq.write_table(table.replace_schema_metadata(metadata), buffer, compression="zstd")
-        self.publish(f"{kind}/{final.rsplit('/', 1)[-1]}", buffer.getvalue())
-        return final
+        self.publish(f"{kind}/{name}", _parquet_bytes(table, metadata, supersedes))
+        return f"{root}/{kind}/{name}"
 
     def publish(self, relative: str, data: bytes) -> None:
-        """Write a file so that readers see it whole or not at all."""
+        """Write a file so that readers see it whole or not at all. An OS error (a full disk, a
+        read-only or denied folder) is an OutputError in one line, with the path and the system's
+        own words, and the temporary file is removed."""
         fs, root = self.filesystem()
         final = f"{root}/{relative}"
-        if _is_local(fs):
+        if not _is_local(fs):  # object stores: one PUT creates the object whole, or not at all
+            try:
+                fs.pipe_file(final, data)
+            except OSError as error:
+                raise OutputError(f"cannot write {self.url.rstrip('/')}/{relative}: {_os_words(error)}") from error
+            return
+        tmp = f"{root}/{TMP_DIR}/{uuid.uuid4().hex}"
+        try:
             fs.makedirs(f"{root}/{TMP_DIR}", exist_ok=True)
             fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
-            tmp = f"{root}/{TMP_DIR}/{uuid.uuid4().hex}"
             with open(tmp, "wb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, final)
-        else:  # object stores: one PUT creates the object whole, or not at all
-            fs.pipe_file(final, data)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise OutputError(f"cannot write {final}: {_os_words(error)}") from error
 
     def read_json(self, relative: str) -> dict | None:
         fs, root = self.filesystem()
@@ -255,6 +353,22 @@ class OutputFolder:
             raise OutputError(f"cannot write to the output {self.url}: {type(error).__name__}: {error}") from error
 
 
+def _parquet_bytes(table: pa.Table, metadata: dict, supersedes: dict[str, list[str]] | None) -> bytes:
+    """The shard file: `table` with its footer (`metadata`, plus its keys and `supersedes`)."""
+    keys = _keys_summary(table)
+    if supersedes:
+        keys["supersedes"] = supersedes
+    metadata = {**metadata, KEYS_KEY.encode(): json.dumps(keys, ensure_ascii=False).encode()}
+    buffer = io.BytesIO()
+    pq.write_table(table.replace_schema_metadata(metadata), buffer, compression="zstd")
+    return buffer.getvalue()
+
+
+def _os_words(error: OSError) -> str:
+    """The system's own words for an OS error ("No space left on device")."""
+    return error.strerror or str(error) or type(error).__name__
+
+
 def _keys_summary(table: pa.Table) -> dict:
     if "chunk_index" in table.column_names:  # a tokens shard
         return {
@@ -262,10 +376,14 @@ def _keys_summary(table: pa.Table) -> dict:
             "token_pairs": int(pa.compute.sum(table["num_frames"]).as_py() or 0),
             "audio_s": float(pa.compute.sum(table["duration_s"]).as_py() or 0.0),
         }
-    error_types: dict[str, int] = {}
-    for kind in table["error_type"].to_pylist():
-        error_types[kind] = error_types.get(kind, 0) + 1
-    return {"ids": table["id"].to_pylist(), "error_types": error_types}
+    types = table["error_type"].to_pylist()
+    return {"ids": table["id"].to_pylist(), "error_types": dict(Counter(types)), "types": types}
+
+
+def _footers(pool, fs, kind: str, entries: list[tuple[str, int]]) -> list[tuple[str, dict]]:
+    """(shard path relative to the output, its keys summary) for the shards `entries` of one folder."""
+    summaries = pool.map(lambda entry: _shard_keys(fs, *entry, tokens=kind == TOKENS_DIR), entries)
+    return [(relative_shard(path), summary) for (path, _), summary in zip(entries, summaries, strict=True)]
 
 
 def _read_footer(fs, path: str, size: int):

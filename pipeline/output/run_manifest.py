@@ -72,8 +72,8 @@ def manifest_from_counts(*, config, source_kind: str, keys: CommittedKeys, run: 
                        if k not in ("aws_profile", "s3_endpoint_url", "s3_region", "s3_anon")},
         },
         "counts": {
-            "inputs": len(tokenized | keys.failed | partial) + run.get("retryable", 0),
-            "tokenized": len(tokenized), "failed": len(keys.failed), "retryable": run.get("retryable", 0),
+            "inputs": len(tokenized | keys.failed | partial | keys.retryable.keys()),
+            "tokenized": len(tokenized), "failed": len(keys.failed), "retryable": len(keys.retryable),
             "incomplete": len(partial),
             "token_rows": keys.token_rows, "token_files": keys.token_files, "failure_files": keys.failure_files,
             "failures_by_type": dict(keys.failure_types),

@@ -2,19 +2,30 @@
 
 A batch's encoded chunks become one tokens shard, its final failures one failures shard, and its
 retryable failures one shard under retryable/ (not final: the next run retries those inputs).
-The summary it returns is what the driver needs for progress and the manifest.
+Each shard declares the old rows its rows supersede (a retried input's earlier failure row: the
+rule is in `folder.py`). A failure row records the versions of the pipeline and of the libraries
+that decode and encode (`environment_versions`), so the rows of a broken environment can be found
+and retried. The summary it returns is what the driver needs for progress and the manifest.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
+from functools import lru_cache
+from importlib import metadata
 
 import numpy as np
-import pyarrow as pa
 
+from .. import __version__
 from ..records import EncodedChunk, Failure
 from .folder import FAILURES_DIR, RETRYABLE_DIR, TOKENS_DIR, OutputFolder, failures_table, tokens_table
+from .supersede import declarations_for, relative_shard
+
+# failure row column -> the distribution whose version it records
+VERSION_DISTRIBUTIONS = {"torch_version": "torch", "torchaudio_version": "torchaudio",
+                         "soundfile_version": "soundfile", "pyav_version": "av"}
 
 
 def token_row(chunk: EncodedChunk) -> dict:
@@ -33,29 +44,59 @@ def token_row(chunk: EncodedChunk) -> dict:
 
 def failure_row(failure: Failure) -> dict:
     return {"id": failure.id, "uri": failure.uri, "stage": failure.stage, "error_type": failure.error_type,
-            "message": failure.message}
+            "message": failure.message, **environment_versions()}
 
 
-def shard_tables(records: list) -> dict[str, pa.Table]:
-    """{folder: table} for the records of one batch; folders with no rows are left out."""
-    encoded = [r for r in records if isinstance(r, EncodedChunk)]
-    final = [r for r in records if isinstance(r, Failure) and not r.retryable]
-    retryable = [r for r in records if isinstance(r, Failure) and r.retryable]
-    tables = {}
-    if encoded:
-        tables[TOKENS_DIR] = tokens_table([token_row(r) for r in encoded])
-    if final:
-        tables[FAILURES_DIR] = failures_table([failure_row(r) for r in final])
-    if retryable:
-        tables[RETRYABLE_DIR] = failures_table([failure_row(r) for r in retryable])
-    return tables
+@lru_cache(maxsize=1)
+def environment_versions() -> dict[str, str | None]:
+    """The versions of this process's pipeline and decode/encode libraries (None: not installed,
+    or libsndfile not loadable). Packages are read from their installed metadata, not imported."""
+    versions = {"pipeline_version": __version__}
+    for column, distribution in VERSION_DISTRIBUTIONS.items():
+        try:
+            versions[column] = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            versions[column] = None
+    try:
+        import soundfile
+
+        versions["libsndfile_version"] = soundfile.__libsndfile_version__
+    except (ImportError, OSError):
+        versions["libsndfile_version"] = None
+    return versions
 
 
-def write_records(output: OutputFolder, records: list, provenance: dict) -> dict:
-    """Commit one batch's shards; returns its summary."""
-    files = {}
-    for folder, table in shard_tables(records).items():
-        files[folder] = output.write_shard(folder, table, provenance if folder == TOKENS_DIR else None)
+def _folder_of(record) -> str:
+    if isinstance(record, EncodedChunk):
+        return TOKENS_DIR
+    return RETRYABLE_DIR if record.retryable else FAILURES_DIR
+
+
+_ROW_OF = {TOKENS_DIR: (token_row, tokens_table), FAILURES_DIR: (failure_row, failures_table),
+           RETRYABLE_DIR: (failure_row, failures_table)}
+
+
+def write_records(output: OutputFolder, records: list, provenance: dict, units: list[str] | None = None,
+                  previous: Mapping[str, str] | None = None) -> dict:
+    """Commit one batch's shards; returns its summary. `units`: each record's work unit key;
+    `previous` {id or unit key: shard}: the old rows of inputs being retried, which the new
+    shards supersede."""
+    units = units if units is not None else [None] * len(records)
+    grouped: dict[str, list] = {}
+    for record, unit in zip(records, units, strict=True):
+        grouped.setdefault(_folder_of(record), []).append((record, unit))
+    superseded: dict[str, set[str]] = {}
+    new_retryable = []
+    for folder, pairs in grouped.items():
+        to_row, to_table = _ROW_OF[folder]
+        ids = [record.info.id if isinstance(record, EncodedChunk) else record.id for record, _ in pairs]
+        declared = declarations_for([*ids, *(u for _, u in pairs if u is not None)], previous or {})
+        path = output.write_shard(folder, to_table([to_row(r) for r, _ in pairs]),
+                                  provenance if folder == TOKENS_DIR else None, supersedes=declared)
+        for shard, keys in declared.items():
+            superseded.setdefault(shard, set()).update(keys)
+        if folder == RETRYABLE_DIR:
+            new_retryable = [[key, relative_shard(path)] for key in ids]
     encoded = [r for r in records if isinstance(r, EncodedChunk)]
     failures = [r for r in records if isinstance(r, Failure)]
     return {
@@ -68,8 +109,10 @@ def write_records(output: OutputFolder, records: list, provenance: dict) -> dict
         "token_pairs": int(sum(r.num_frames for r in encoded)),
         "failure_types": json.dumps(Counter(f.error_type for f in failures if not f.retryable)),
         "retryable_types": json.dumps(Counter(f.error_type for f in failures if f.retryable)),
-        "shards": len(files),
+        "shards": len(grouped),
         # the keys committed, so the driver keeps the output's state without reading shards again
         "token_keys_json": json.dumps([[r.info.id, r.info.chunk_index, r.info.num_chunks] for r in encoded]),
         "failed_ids_json": json.dumps([f.id for f in failures if not f.retryable]),
+        "retryable_ids_json": json.dumps(new_retryable),
+        "superseded_json": json.dumps({shard: sorted(keys) for shard, keys in superseded.items()}),
     }

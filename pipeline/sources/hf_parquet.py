@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 
+from ..content_errors import admit_failure
 from ..errors import SourceError
 from ..records import STAGE_READ, SourceItem
 from .base import Source, WorkUnit, failed_item, is_transient
@@ -181,6 +182,7 @@ class HFParquetSource(Source):
                         yield item
                     row += 1
         except Exception as error:  # noqa: BLE001 - the rows read stay, the rest is one failure
+            admit_failure(STAGE_READ, error, retryable=is_transient(error))  # else a Fault: not the file's bytes
             yield failed_item(unit.key, unit.uri, STAGE_READ,
                               f"file unreadable from row {row}: the rows before it were read "
                               f"({type(error).__name__}: {error})",

@@ -23,6 +23,7 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from ..content_errors import admit_failure
 from ..records import STAGE_READ, SourceItem
 from .base import AUDIO_EXTENSIONS, Source, WorkUnit, failed_item, is_transient
 from .ids import DUPLICATE_ERROR, duplicate_message, id_problem
@@ -61,6 +62,7 @@ class TarSource(Source):
                     elif not member.isdir():
                         yield shard.not_read(member, ordinal)
         except Exception as error:  # noqa: BLE001 - the members read stay, the rest is one failure
+            admit_failure(STAGE_READ, error, retryable=is_transient(error))  # else a Fault: not the shard's bytes
             last = shard.last_member
             where = f"after member {last!r}" if last else "before its first member"
             yield failed_item(

@@ -85,6 +85,9 @@ class TokenizeConfig(S3Config):
                              "filesystem every Ray node mounts at the same path (NFS, Lustre, EFS): allowed on a "
                              "multi-node cluster once every node has checked that it sees them")
     overwrite: bool = option(False, "delete the committed output and start afresh")
+    retry_failures: str | None = option(None, "re-attempt the inputs recorded in failures/: all of them, or those "
+                                        "of the given error types or stages (e.g. OSError,encode); their new rows "
+                                        "supersede the old ones", metavar="TYPE,...", nargs="?", const="")
     qa_samples: int = option(0, "after the run, decode N sampled rows and write a spot-check report")
     qa_report: str | None = option(None, "local report folder (default: OUTPUT/qa_report, or ./qa_report for "
                                    "remote outputs)")

@@ -1,9 +1,10 @@
 """Encode decoded chunks with a codec: AudioChunk → EncodedChunk, or a Failure pinned to one input.
 
-Device errors (a sticky CUDA error, out of memory after the codec split the pass) are NOT turned
-into failure rows: they say nothing about the input, and a worker whose device is broken would
-otherwise write every later input to failures. They propagate, so the Ray actor dies and Ray
-restarts it and retries the batch (see `ray_stages.EncoderActor`).
+Only the codec's validation of an input (`pipeline/content_errors.py`) makes a chunk a Failure.
+Every other error propagates: a device error (a sticky CUDA error, out of memory after the codec
+split the pass) ends the actor so that Ray restarts it and retries the batch (see
+`stages.EncoderActor`); anything else (a library that cannot load, a bug) stops the run. Neither
+says anything about the input, and a broken worker would otherwise write every later input off.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import logging
 import numpy as np
 
 from ..audio.resample import resample_spans
-from ..codecs.semanticodec.device_errors import is_device_error
 from ..codecs.semanticodec.lengths import row_token_count, segment_count
 from ..codecs.semanticodec.prepare import PreparedClip, prepare_clip
 from ..codecs.semanticodec.variants import SAMPLE_RATE_HZ
+from ..content_errors import content_error_types
 from ..records import STAGE_ENCODE, AudioChunk, EncodedChunk, Failure
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def resample_spans_on_device(codec, chunks: list[AudioChunk]) -> list[AudioChunk
 
 def encode_chunks(codec, chunks: list[AudioChunk]) -> list[EncodedChunk | Failure]:
     """All chunks in one packed call (the codec fills forward passes of `max_batch_windows`); when
-    it fails for a reason of content, chunk by chunk, so the chunk at fault becomes a Failure and
+    one chunk's content is refused, chunk by chunk, so the chunk at fault becomes a Failure and
     the others still get their tokens."""
     if not chunks:
         return []
@@ -59,9 +60,7 @@ def encode_chunks(codec, chunks: list[AudioChunk]) -> list[EncodedChunk | Failur
     rate = codec.variant.token_rate
     try:
         tokens = codec.encode_prepared([prepared(chunk, rate) for chunk in chunks])
-    except Exception as error:
-        if is_device_error(error):
-            raise
+    except content_error_types(STAGE_ENCODE) as error:
         log.warning("batch of %d chunks failed (%s: %s); encoding one by one", len(chunks), type(error).__name__, error)
         return [_encode_one(codec, chunk) for chunk in chunks]
     return [_encoded(codec, chunk, tok) for chunk, tok in zip(chunks, tokens)]
@@ -70,9 +69,7 @@ def encode_chunks(codec, chunks: list[AudioChunk]) -> list[EncodedChunk | Failur
 def _encode_one(codec, chunk: AudioChunk) -> EncodedChunk | Failure:
     try:
         return _encoded(codec, chunk, codec.encode_prepared([prepared(chunk, codec.variant.token_rate)])[0])
-    except Exception as error:
-        if is_device_error(error):
-            raise
+    except content_error_types(STAGE_ENCODE) as error:
         log.warning("encode failed for %s chunk %d: %s", chunk.info.id, chunk.info.chunk_index, error)
         return Failure.from_error(chunk.info.id, chunk.info.uri, STAGE_ENCODE, error,
                                   retryable=chunk.info.num_chunks > 1)

@@ -1,7 +1,13 @@
 """Checks a tokenize run's settings on the driver before Ray starts, so that every mistake we can
 see ends in one line within seconds instead of a traceback from inside an actor: numbers in range,
 credentials present for s3:// URLs, the source exists and lists, the output is a writable folder,
-the checkpoint resolves and holds the variant's files, a Hugging Face token is there for --push-to-hub.
+the checkpoint resolves and holds the variant's files, a Hugging Face token is there for --push-to-hub;
+local weights load with the safe loader, and the libraries the run uses (libsndfile, FFmpeg through
+PyAV, torchaudio's kernels) load and work (`environment.check_libraries`, which every worker runs too).
+
+Only the errors a source, an output or a checkpoint location can raise on a mistake or an
+unreachable service (`known_io_errors`) become these lines, chained to their cause (`--debug`
+shows it); any other error is a bug and reaches the job as one.
 """
 
 from __future__ import annotations
@@ -9,8 +15,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from ..environment import check_libraries
 from ..errors import CheckpointError, ConfigError, OutputError, SourceError, UserError
-from ..fsutil import options_for, protocol_of, url_to_fs
+from ..fsutil import options_for, protocol_of, unknown_protocol, url_to_fs
 from .config import TokenizeConfig
 
 # Settings that must be at least this much (None = not set, allowed where the default is None).
@@ -42,6 +49,8 @@ def preflight(config: TokenizeConfig) -> ResolvedRun:
     check_output(config.output, storage_options)
     checkpoint = check_checkpoint(config, storage_options)
     check_hub_token(config)
+    check_weights(config, checkpoint)
+    check_libraries()
     return ResolvedRun(source, units, checkpoint, is_synthetic(config.checkpoint, checkpoint))
 
 
@@ -72,11 +81,11 @@ def check_s3_credentials(config: TokenizeConfig) -> None:
 
     try:
         credentials = botocore.session.Session(profile=config.aws_profile).get_credentials()
-    except botocore.exceptions.ProfileNotFound:
+    except botocore.exceptions.ProfileNotFound as error:
         raise ConfigError(f"AWS profile {config.aws_profile!r} is not in ~/.aws/config or "
-                          "~/.aws/credentials: check --aws-profile / $AWS_PROFILE") from None
+                          "~/.aws/credentials: check --aws-profile / $AWS_PROFILE") from error
     except botocore.exceptions.BotoCoreError as error:
-        raise ConfigError(f"cannot load AWS credentials for {urls[0]}: {error}") from None
+        raise ConfigError(f"cannot load AWS credentials for {urls[0]}: {error}") from error
     if credentials is None:
         raise ConfigError(
             f"no AWS credentials found for {urls[0]}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
@@ -89,31 +98,33 @@ def check_source(config: TokenizeConfig, storage_options: dict) -> tuple[object,
     from .run import open_config_source
 
     url = config.source
+    check_protocol(url, "--source", SourceError)
     try:
         source, units = open_config_source(config, storage_options)
     except UserError:
         raise
-    except FileNotFoundError:
-        raise SourceError(f"source {url} does not exist: check the path or URL given to --source") from None
-    except PermissionError:
+    except FileNotFoundError as error:
+        raise SourceError(f"source {url} does not exist: check the path or URL given to --source") from error
+    except PermissionError as error:
         raise SourceError(f"permission denied reading source {url}: check the credentials or file "
-                          "permissions") from None
-    except Exception as error:  # noqa: BLE001: whatever the filesystem says, as one line
-        raise SourceError(f"cannot read source {url}: {_brief(error)}") from None
+                          "permissions") from error
+    except known_io_errors() as error:
+        raise SourceError(f"cannot read source {url}: {_brief(error)}") from error
     return source, units
 
 
 def check_output(url: str, storage_options: dict) -> None:
     """The output is a folder (existing or creatable) we may write to: a probe object is written
     under OUT/_tmp/ and deleted, so a missing bucket or a denied PutObject shows now, not after encoding."""
+    check_protocol(url, "--output", OutputError)
     try:
         fs, path = url_to_fs(url, storage_options)
         if fs.isfile(path):
             raise OutputError(f"output {url} is a file; --output takes a folder (new or existing)")
     except OutputError:
         raise
-    except Exception as error:  # noqa: BLE001
-        raise OutputError(f"cannot reach output {url}: {_brief(error)}") from None
+    except known_io_errors() as error:
+        raise OutputError(f"cannot reach output {url}: {_brief(error)}") from error
     folder = path.rstrip("/")
     probe = f"{folder}/{PROBE_DIR}/preflight-{uuid.uuid4().hex}"
     try:
@@ -121,17 +132,17 @@ def check_output(url: str, storage_options: dict) -> None:
             fs.makedirs(f"{folder}/{PROBE_DIR}", exist_ok=True)
         fs.pipe_file(probe, b"preflight write probe; deleted at once\n")
         fs.rm_file(probe)
-    except PermissionError:
+    except PermissionError as error:
         raise OutputError(f"cannot write to output {url}: permission denied (for S3: s3:PutObject and "
-                          "s3:DeleteObject on the prefix)") from None
-    except (NotADirectoryError, FileExistsError):
-        raise OutputError(f"cannot create output {url}: a parent of it is a file") from None
-    except FileNotFoundError:
+                          "s3:DeleteObject on the prefix)") from error
+    except (NotADirectoryError, FileExistsError) as error:
+        raise OutputError(f"cannot create output {url}: a parent of it is a file") from error
+    except FileNotFoundError as error:
         raise OutputError(f"cannot write to output {url}: "
                           f"{'the bucket does not exist' if protocol_of(url) != 'file' else 'no such folder'}"
-                          ) from None
-    except Exception as error:  # noqa: BLE001
-        raise OutputError(f"cannot write to output {url}: {_brief(error)}") from None
+                          ) from error
+    except known_io_errors() as error:
+        raise OutputError(f"cannot write to output {url}: {_brief(error)}") from error
 
 
 def check_checkpoint(config: TokenizeConfig, storage_options: dict) -> str:
@@ -150,8 +161,8 @@ def check_checkpoint(config: TokenizeConfig, storage_options: dict) -> str:
                                    storage_options=options_for(location, storage_options) or None)
     except UserError:
         raise
-    except Exception as error:  # noqa: BLE001
-        raise CheckpointError(f"cannot use checkpoint {config.checkpoint}: {_brief(error)}") from None
+    except known_io_errors() as error:
+        raise CheckpointError(f"cannot use checkpoint {config.checkpoint}: {_brief(error)}") from error
     return str(record.location)  # hf://repo@<commit>: every worker reads the same commit
 
 
@@ -185,7 +196,7 @@ def check_hub_reachable(config: TokenizeConfig, need_decoder: bool) -> None:
             f"cannot reach the Hugging Face Hub ({constants.ENDPOINT}: {getattr(error, 'reason', error)}) to "
             f"download {config.checkpoint}, and its {variant.name} files are not in the local cache: pass "
             f"--checkpoint with a folder holding them (or synthetic:small for an offline demo){hint}"
-        ) from None
+        ) from error
 
 
 def check_hub_token(config: TokenizeConfig) -> None:
@@ -212,3 +223,46 @@ def is_synthetic(value: str, location: str) -> bool:
 
 def _brief(error: BaseException) -> str:
     return f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+
+
+def check_protocol(url: str, flag: str, error: type[UserError]) -> None:
+    """The URL's scheme is a filesystem fsspec knows (s3, gs, hf, http, ...) or a local path."""
+    protocol = unknown_protocol(url)
+    if protocol is not None:
+        raise error(f"{flag} {url}: unknown protocol {protocol!r} (a local path, or a URL such as s3://, gs://, "
+                    "hf://, https://)")
+
+
+def known_io_errors() -> tuple[type[BaseException], ...]:
+    """What reaching a source, an output or a checkpoint raises on a user's mistake or a service
+    that does not answer: OS and network errors (fsspec's, s3fs's and the HTTP clients' are
+    OSErrors), botocore's, huggingface_hub's (an invalid repo id too), and pyarrow's for a file
+    that is not what its name says. Nothing else is caught: it would hide a bug."""
+    import botocore.exceptions
+    import huggingface_hub.errors
+    import pyarrow
+
+    return (OSError, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError,
+            huggingface_hub.errors.HfHubHTTPError, huggingface_hub.errors.HFValidationError, pyarrow.ArrowException)
+
+
+def check_weights(config: TokenizeConfig, location: str) -> None:
+    """Local weights are loaded as each encoder will load them (`torch.load(weights_only=True)`,
+    the codebook without pickles), so a file the safe loader refuses (a pickle carrying code, a
+    truncated file) is refused here in one line. Weights at a remote location are read by the
+    encoders only: each one loads them at its start-up and refuses them there, in one line too."""
+    from ..codecs.semanticodec.checkpoint import (
+        CheckpointSource,
+        load_codebook,
+        load_state_dict,
+        resolve_checkpoint,
+    )
+    from ..codecs.semanticodec.variants import SemantiCodecVariant
+
+    source = CheckpointSource(location)
+    if source.kind != "local":
+        return
+    files = resolve_checkpoint(source, SemantiCodecVariant(config.token_rate, config.semantic_vocab_size)).files
+    load_state_dict(source.fetch(files["encoder"]))
+    load_codebook(source.fetch(files["semantic_codebook"]), expected_rows=config.semantic_vocab_size)
+

@@ -1,7 +1,11 @@
 """The tokenize run on Ray Data: source → read+decode (CPU tasks) → encode (actor pool, one per
 GPU) → write shards (tasks) → manifest. `run_tokenize` is the whole job minus argument parsing;
 it needs a running Ray (the job script starts or joins one). The stages are the adapters of
-`ray_stages.py`; this module only wires them and keeps the books.
+`stages.py`; this module only wires them and keeps the books.
+
+A stage that meets an error which is not an input's own raises a `Fault`; Ray Data then stops the
+dataset and the fault reaches the job (one line, exit 70): what was committed stays, nothing is
+written off. Ray itself still retries what it retries (a lost worker, a restarted encoder).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import time
 from .. import __version__
 from ..errors import Interrupted, OutputError
 from ..fsutil import options_for
-from ..output.folder import OutputFolder
+from ..output.folder import FAILURES_DIR, OutputFolder
 from ..output.identity import codec_identity, run_fingerprint
 from ..output.lease import WriterLease
 from ..output.run_manifest import manifest_from_counts, run_totals
@@ -87,7 +91,13 @@ def _run(config, output: OutputFolder, lease: WriterLease, storage_options: dict
                                              tokens_schema_version=TOKENS_SCHEMA_VERSION), before.provenance)
     if before.provenance:  # resuming onto tokens: the weights must be the same (by hash, not location)
         check_same_weights(codec_identity(before.provenance), checkpoint, config, storage_options)
-    output.clear_retryable()
+    _drop_superseded(output, before)  # rows a run killed mid-way superseded and left
+    previous = dict(before.retryable)  # retryable rows are retried by every run, superseded by its rows
+    if config.retry_failures is not None:
+        retried = select_failures(output.failure_rows(), config.retry_failures)
+        before.retry(retried)
+        previous.update((row["id"], row["shard"]) for row in retried)
+        log.info("retrying %d recorded failures (%s)", len(retried), config.retry_failures or "all")
 
     limit_ids = None
     if config.limit is not None:
@@ -107,27 +117,36 @@ def _run(config, output: OutputFolder, lease: WriterLease, storage_options: dict
     # forward pass but the last of a batch (rows of long files hold up to `chunk_windows` windows).
     batch_rows = config.max_batch_windows
     run_info = {"pipeline_version": __version__, "batch_size": batch_rows, "max_batch_windows": config.max_batch_windows}
+    # A stage's own exception reaches the driver (a Fault, an OutputError), not Ray Data's wrapper.
+    ray.data.DataContext.get_current().raise_original_map_exception = True
     summaries: list[dict] = []
     keys = before  # from here on, this run's summaries are folded in as they arrive
     if units:
         skip_ref = ray.put((complete, before.chunks, partial))
         # units travel pickled: an Arrow column of bytes, not Python objects Arrow cannot type
         ds = ray.data.from_items([{"unit": pickle.dumps(u)} for u in units], override_num_blocks=min(len(units), 1000))
-        ds = ds.flat_map(ReadDecode(source, variant, skip_ref, chunk_windows=config.chunk_windows,
-                                    max_duration_s=config.max_duration_s, limit_ids=limit_ids,
-                                    resample=config.resample_on == "decode"))
+        ds = ds.map_batches(ReadDecode(source, variant, skip_ref, chunk_windows=config.chunk_windows,
+                                       max_duration_s=config.max_duration_s, limit_ids=limit_ids,
+                                       resample=config.resample_on == "decode"),
+                            batch_size=1, batch_format="pyarrow",
+                            # Ray's default (a task's worker is reused without limit), stated: Ray Data
+                            # fuses a task stage into the actor stage after it when their options are
+                            # equal, which would decode inside the encoder actors
+                            max_calls=0)
         ds = ds.map_batches(
             EncoderActor,
             fn_constructor_kwargs={"spec": spec, "torch_threads": resources.torch_threads,
                                    "inject_device_error_once": os.environ.get("PIPELINE_INJECT_DEVICE_ERROR_ONCE")},
-            batch_size=batch_rows,
+            batch_size=batch_rows, batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(min_size=resources.min_actors, max_size=resources.max_actors),
             num_gpus=resources.gpus_per_actor, num_cpus=resources.cpus_per_actor,
         )
-        ds = ds.map_batches(write_batch, batch_size=config.rows_per_file,
-                            fn_kwargs={"output": output, "run_info": run_info})
+        ds = ds.map_batches(write_batch, batch_size=config.rows_per_file, batch_format="pyarrow",
+                            fn_kwargs={"output": output, "run_info": run_info,
+                                       "previous_ref": ray.put(previous) if previous else None})
         total_inputs = len(units) if limit_ids is None and all(u.item is not None for u in units) else None
         summaries = _consume(ds, keys, lease, total_inputs, progress)
+        _drop_superseded(output, keys)
     manifest = manifest_from_counts(
         config=config, source_kind=source.kind, keys=keys, run=run_totals(summaries),
         encoder={"batch_rows": batch_rows, "num_encoders": resources.max_actors, "device": resources.device},
@@ -174,6 +193,20 @@ def _consume(ds, keys, lease: WriterLease, total_inputs: int | None, progress: b
         raise Interrupted(sum(int(s["shards"]) for s in summaries)) from None
     bar.close()
     return summaries
+
+
+def _drop_superseded(output: OutputFolder, keys) -> None:
+    """Remove the void rows `keys` knows of (the supersede rule, `output/folder.py`); keep its shard count."""
+    removed = output.drop_superseded(keys.void)
+    keys.failure_files -= sum(shard.startswith(f"{FAILURES_DIR}/") for shard in removed)
+    keys.void = {}
+
+
+def select_failures(rows: list[dict], selectors: str) -> list[dict]:
+    """The failure rows `--retry-failures` names: all (`selectors` empty), or those whose error
+    type or stage is one of the comma-separated `selectors`."""
+    wanted = {name.strip() for name in selectors.split(",") if name.strip()}
+    return [row for row in rows if not wanted or row["error_type"] in wanted or row["stage"] in wanted]
 
 
 def _first_ids(source, units, limit: int) -> set[str]:

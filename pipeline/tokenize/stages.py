@@ -1,104 +1,53 @@
-"""The tokenize run's Ray adapters: batch <-> record conversion, the read+decode task, the encoder
-actor, the shard writer.
+"""The tokenize run's Ray adapters: the read+decode task, the encoder actor, the shard writer.
 
 Each adapter is a thin shell around a plain function that is tested without Ray:
-`audio_decode.decode_item`, `encoding.encode_chunks`, `shards.write_records`. Records (pipeline/records.py) travel between stages as columns of a Ray batch: the
-`ChunkInfo` fields, the audio or tokens, and the failure fields (empty `failure_stage` = no failure).
+`audio.load.decode_item`, `encode.encode_chunks`, `output.shards.write_records`. Records
+(pipeline/records.py) travel between stages as Arrow tables of one fixed schema (`batch.py`).
+
+An error that is not an input's own (`pipeline/content_errors.py`) leaves an adapter as a `Fault`,
+which stops the run: a worker that cannot load its libraries fails at its start, before its first
+input, and no input is written off because of it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import pickle
-from dataclasses import fields
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-import numpy as np
+import pyarrow as pa
 
-from ..records import AudioChunk, ChunkInfo, EncodedChunk, Failure
+from ..errors import UserError
+from ..faults import Fault, brief
+from ..records import AudioChunk, Failure
+from .batch import batch_to_records, records_to_batch
 
 if TYPE_CHECKING:
     from .encoder_plan import EncoderSpec
 
 log = logging.getLogger(__name__)
 
-_INFO_FIELDS = [f.name for f in fields(ChunkInfo)]
-_JSON_FIELDS = ("labels", "human_labels", "meta")  # variable-shape values travel as JSON text
-_FAILURE_COLUMNS = ("failure_stage", "failure_type", "failure_message", "failure_retryable")
+HELD_CHUNK_BYTES = 128 << 20  # an input's chunks held back until its decode ends: 35 min of 16 kHz audio
 
 
-# --- batch <-> records ---------------------------------------------------------------------------
+@functools.cache
+def check_worker_libraries() -> None:
+    """Once per worker process, before its first input: the libraries the run uses load (a
+    `Fault` otherwise, raised again by every call)."""
+    from ..environment import check_libraries
 
-def records_to_batch(records: list[AudioChunk | EncodedChunk | Failure], extra: dict | None = None) -> dict:
-    """Columns for a Ray batch; every row has every column (Ray batches are rectangular)."""
-    columns: dict[str, list] = {name: [] for name in _INFO_FIELDS}
-    columns.update({name: [] for name in ("waveform", "resample_from", "semantic", "acoustic", *_FAILURE_COLUMNS)})
-    empty_audio, empty_tokens = np.zeros(0, np.float32), np.zeros(0, np.uint16)
-    for record in records:
-        if isinstance(record, Failure):
-            info = ChunkInfo(id=record.id, uri=record.uri)
-            failure = (record.stage, record.error_type, record.message, record.retryable)
-        else:
-            info, failure = record.info, ("", "", "", False)
-        for name in _INFO_FIELDS:
-            value = getattr(info, name)
-            columns[name].append(json.dumps(value) if name in _JSON_FIELDS else value)
-        columns["waveform"].append(record.waveform if isinstance(record, AudioChunk) else empty_audio)
-        columns["resample_from"].append(record.resample_from if isinstance(record, AudioChunk) else 0)
-        encoded = isinstance(record, EncodedChunk)
-        columns["semantic"].append(record.semantic if encoded else empty_tokens)
-        columns["acoustic"].append(record.acoustic if encoded else empty_tokens)
-        for name, value in zip(_FAILURE_COLUMNS, failure):
-            columns[name].append(value)
-    batch = {name: _column(values) for name, values in columns.items()}
-    for name, values in (extra or {}).items():
-        batch[name] = np.asarray(values)
-    return batch
-
-
-def batch_to_records(batch: dict) -> list[AudioChunk | EncodedChunk | Failure]:
-    count = len(batch["id"]) if "id" in batch else 0
-    records: list = []
-    for i in range(count):
-        if batch["failure_stage"][i]:
-            records.append(Failure(
-                id=str(batch["id"][i]), uri=str(batch["uri"][i]), stage=str(batch["failure_stage"][i]),
-                error_type=str(batch["failure_type"][i]), message=str(batch["failure_message"][i]),
-                retryable=bool(batch["failure_retryable"][i]),
-            ))
-            continue
-        values = {}
-        for name in _INFO_FIELDS:
-            value = _plain(batch[name][i])
-            values[name] = json.loads(value) if name in _JSON_FIELDS else value
-        info = ChunkInfo(**values)
-        semantic = batch["semantic"][i]
-        if len(semantic) or len(batch["waveform"][i]) == 0:
-            records.append(EncodedChunk(info, np.asarray(semantic, np.uint16), np.asarray(batch["acoustic"][i], np.uint16)))
-        else:
-            records.append(AudioChunk(info, np.asarray(batch["waveform"][i], np.float32),
-                                      int(batch["resample_from"][i])))
-    return records
-
-
-def _column(values: list):
-    if values and isinstance(values[0], np.ndarray):
-        column = np.empty(len(values), dtype=object)
-        column[:] = values
-        return column
-    return np.asarray(values)
-
-
-def _plain(value):
-    return value.item() if isinstance(value, np.generic) else value
+    check_libraries()
 
 
 # --- read + decode (CPU tasks) -------------------------------------------------------------------
 
 class ReadDecode:
-    """`ds.flat_map(ReadDecode(...))`: one work unit → its chunks (prepared for the encoder) and failures.
+    """`ds.map_batches(ReadDecode(...), batch_format="pyarrow")`: work units (pickled, column `unit`)
+    → their chunks (prepared for the encoder) and failures, one single-row table each.
 
     Inputs already complete are skipped, and chunks already committed are dropped (resume)."""
 
@@ -108,43 +57,63 @@ class ReadDecode:
         self.chunk_windows, self.max_duration_s, self.limit_ids = chunk_windows, max_duration_s, limit_ids
         self.resample = resample  # False: the encoder resamples (chunks carry resampler input spans)
 
-    def __call__(self, row: dict):
+    def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
+        try:
+            check_worker_libraries()
+            for unit in batch.column("unit").to_pylist():
+                yield from self._read_decode(pickle.loads(unit))
+        except (Fault, UserError):
+            raise
+        except Exception as error:  # not an input's: the decoders' content errors became rows
+            raise Fault.from_error("a read+decode task", error) from error
+
+    def _read_decode(self, unit) -> Iterator[pa.Table]:
         from ..audio.load import decode_item
-        from ..codecs.semanticodec.prepare import prepare_clip
 
         skip = _skip_sets(self.skip_ref)
-        for item in self.source.read_unit(pickle.loads(row["unit"])):
+        unit_key = [unit.key] if unit is not None else None
+        for item in self.source.read_unit(unit):
             if item.id in skip.complete or (self.limit_ids is not None and item.id not in self.limit_ids):
                 continue
-            emitted = False
-            for record in decode_item(item, chunk_windows=self.chunk_windows, max_duration_s=self.max_duration_s,
-                                      resample=self.resample):
-                if isinstance(record, Failure):
-                    yield _one_row(_partial_aware(record, skip, emitted))
-                    break
-                if (record.info.id, record.info.chunk_index) in skip.chunks:
-                    continue
-                emitted = True
-                if not record.resample_from:  # a span is prepared by the encoder, after resampling
-                    record = AudioChunk(record.info, prepare_clip(record.waveform, self.variant).samples)
-                yield _one_row(record)
+            records = decode_item(item, chunk_windows=self.chunk_windows, max_duration_s=self.max_duration_s,
+                                  resample=self.resample)
+            for record in self._held_until_decoded(records, skip):
+                yield records_to_batch([record], unit_key)
+
+    def _held_until_decoded(self, records, skip) -> Iterator[AudioChunk | Failure]:
+        """One input's chunks (prepared for the encoder) once its whole decode succeeded, or its
+        Failure alone: a file found damaged part-way (a cut download) is one failure row, not
+        tokens and a failure. Chunks beyond `HELD_CHUNK_BYTES` go on as they come (memory stays
+        bounded); a failure after those is kept retryable, as tokens and failures never share an id."""
+        from ..codecs.semanticodec.prepare import prepare_clip
+
+        held: list[AudioChunk] = []
+        held_bytes, emitted = 0, False
+        for record in records:
+            if isinstance(record, Failure):
+                yield _partial_aware(record, skip, emitted)
+                return
+            if (record.info.id, record.info.chunk_index) in skip.chunks:
+                continue
+            if not record.resample_from:  # a span is prepared by the encoder, after resampling
+                record = AudioChunk(record.info, prepare_clip(record.waveform, self.variant).samples)
+            held.append(record)
+            held_bytes += record.waveform.nbytes
+            if held_bytes > HELD_CHUNK_BYTES:
+                yield from held
+                held, held_bytes, emitted = [], 0, True
+        yield from held
 
 
 def _partial_aware(failure: Failure, skip, emitted: bool = False) -> Failure:
-    """An input with chunks already committed (by an earlier run, or emitted before a streamed
-    decode found the file damaged) cannot also get a final failure row: tokens and failures never
-    share an id. Its failure stays retryable, and the input incomplete (readers leave it out)."""
+    """An input with chunks already committed (by an earlier run, or sent on before a streamed
+    decode of a very long file found it damaged) cannot also get a final failure row: tokens and
+    failures never share an id. Its failure stays retryable, and the input incomplete (readers
+    leave it out)."""
     if (failure.id in skip.partial or emitted) and not failure.retryable:
         failure.retryable = True
         failure.message = f"{failure.message} (some chunks of this input were already committed)"
     return failure
-
-
-def _one_row(record) -> dict:
-    batch = records_to_batch([record])
-    # plain Python scalars: numpy strings of different widths in one task's rows (a container's ids
-    # and failure messages) would make Ray type a column as a tensor in one block, a string in another
-    return {name: _plain(column[0]) for name, column in batch.items()}
 
 
 class _SkipSets:
@@ -174,50 +143,58 @@ def _skip_sets(ref) -> _SkipSets:
 # --- encode (one actor per GPU, or CPU actors) ---------------------------------------------------
 
 class EncoderActor:
-    """`ds.map_batches(EncoderActor, ...)`: holds one codec; a batch of chunks → tokens.
+    """`ds.map_batches(EncoderActor, batch_format="pyarrow", ...)`: holds one codec; a batch of
+    chunks → tokens.
 
-    A device error (sticky CUDA error, OOM the codec could not split away) ends the actor process,
-    so Ray restarts it and retries the batch: nothing is written as a failure for it."""
+    At start-up it loads what it will use (the libraries, the codec's weights on its device) and
+    encodes one window of silence. An actor that cannot do that refuses its work: its first batch
+    raises the start-up's `Fault`, untouched, which ends the run in one line before any input is
+    written off (a constructor that raised would end it too, but Ray prints its traceback from
+    every process involved). A device error while encoding (sticky CUDA error, OOM the codec
+    could not split away) ends the actor process, so Ray restarts it and retries the batch; any
+    other error that is not about an input stops the run."""
 
     def __init__(self, spec: EncoderSpec, torch_threads: int | None = None,
                  inject_device_error_once: str | None = None) -> None:
-        import torch
-
-        if torch_threads:
-            torch.set_num_threads(torch_threads)
-        if spec.device == "cuda" and spec.dtype == "float32":
-            # Exact fp32: PyTorch lets cuDNN's LSTM and convolutions use TF32 by default. The codec
-            # itself sets no process-wide flag; this actor is a process of its own, so here it is safe.
-            torch.backends.cudnn.allow_tf32 = False
-        self.codec = spec.load()
+        self.codec, self.start_up_fault = None, None
+        try:
+            self.codec = _load_codec(spec, torch_threads)
+        except Exception as error:  # noqa: BLE001 - not an input's: whatever it is, the actor is unusable
+            self.start_up_fault = _start_up_fault(error)
+            return
         self.fault_marker = inject_device_error_once
         self.provenance = self.codec.provenance.to_dict()
 
-    def __call__(self, batch: dict) -> dict:
+    def __call__(self, batch: pa.Table) -> pa.Table:
         from ..codecs.semanticodec.device_errors import is_device_error
-        from .encode import encode_chunks
 
-        records = batch_to_records(batch)
-        chunks = [r for r in records if isinstance(r, AudioChunk)]
+        if self.start_up_fault is not None:
+            raise self.start_up_fault
         try:
-            self._maybe_inject_device_error()
-            encoded = iter(encode_chunks(self.codec, chunks))
+            return self._encode(batch)
+        except (Fault, UserError):
+            raise
         except Exception as error:
             if is_device_error(error):
                 log.error("device error, restarting this encoder so Ray retries the batch: %s", error)
                 os._exit(75)
-            raise
+            raise Fault.from_error("the encode stage", error) from error
+
+    def _encode(self, batch: pa.Table) -> pa.Table:
+        from .encode import encode_chunks
+
+        records = batch_to_records(batch)
+        self._maybe_inject_device_error()
+        encoded = iter(encode_chunks(self.codec, [r for r in records if isinstance(r, AudioChunk)]))
         out = [r if isinstance(r, Failure) else next(encoded) for r in records]
         stats = self.codec.take_stats()
-        extra = {"encoder_passes": [0] * len(out), "encoder_windows": [0] * len(out),
-                 "encoder_dtypes_json": [""] * len(out)}
+        counters = {"encoder_passes": [0] * len(out), "encoder_windows": [0] * len(out),
+                    "encoder_dtypes_json": [""] * len(out)}
         if out:
-            extra["encoder_passes"][0], extra["encoder_windows"][0] = stats["forward_passes"], stats["windows"]
-            extra["encoder_dtypes_json"][0] = json.dumps(stats["dtype_per_component"], sort_keys=True)
-        batch = records_to_batch(out, extra)
-        batch["provenance_json"] = np.asarray([json.dumps(self.provenance, sort_keys=True)] * len(out))
-        return batch
-
+            counters["encoder_passes"][0], counters["encoder_windows"][0] = stats["forward_passes"], stats["windows"]
+            counters["encoder_dtypes_json"][0] = json.dumps(stats["dtype_per_component"], sort_keys=True)
+        return records_to_batch(out, batch.column("unit").to_pylist(), **counters,
+                                provenance_json=[json.dumps(self.provenance, sort_keys=True)] * len(out))
 
     def _maybe_inject_device_error(self) -> None:
         """Fault injection for tests (PIPELINE_INJECT_DEVICE_ERROR_ONCE=<marker file> on the driver):
@@ -228,17 +205,74 @@ class EncoderActor:
             raise RuntimeError("CUDA error: an illegal memory access was encountered (injected for a test)")
 
 
+def _start_up_fault(error: Exception) -> Fault:
+    if isinstance(error, UserError):  # e.g. weights the safe loader refuses, where only workers read them
+        fault = Fault(f"an encoder could not start: {brief(error)}")
+    else:
+        fault = Fault.from_error("an encoder's start-up", error)
+    fault.__cause__ = error
+    return fault
+
+
+def _load_codec(spec: EncoderSpec, torch_threads: int | None):
+    """The libraries checked, the codec loaded on its device and run once on silence."""
+    import numpy as np
+    import torch
+
+    from ..codecs.semanticodec.variants import SAMPLE_RATE_HZ
+
+    check_worker_libraries()
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    if spec.device == "cuda" and spec.dtype == "float32":
+        # Exact fp32: PyTorch lets cuDNN's LSTM and convolutions use TF32 by default. The codec
+        # itself sets no process-wide flag; this actor is a process of its own, so here it is safe.
+        torch.backends.cudnn.allow_tf32 = False
+    codec = spec.load()
+    codec.encode([np.zeros(SAMPLE_RATE_HZ, np.float32)], sample_rate=SAMPLE_RATE_HZ)  # kernels on the device
+    codec.take_stats()  # the warm-up is not the run's work
+    return codec
+
+
 # --- write (tasks) -------------------------------------------------------------------------------
 
-def write_batch(batch: dict, output, run_info: dict) -> dict:
-    """`ds.map_batches(write_batch, ...)`: one batch → committed shards + a one-row summary."""
+_PREVIOUS_CACHE: dict = {}
+
+
+def write_batch(batch: pa.Table, output, run_info: dict, previous_ref=None) -> pa.Table:
+    """`ds.map_batches(write_batch, batch_format="pyarrow", ...)`: one batch → committed shards +
+    a one-row summary. `previous_ref`: {id or unit key: shard} of the old rows this run supersedes
+    (an object ref, or the dict itself as in tests). An output that refuses the write is an
+    OutputError (one line: the path and the system's words); any other error a Fault."""
+    try:
+        return _write(batch, output, run_info, _previous(previous_ref))
+    except (Fault, UserError):
+        raise
+    except Exception as error:
+        raise Fault.from_error("a write task", error) from error
+
+
+def _write(batch: pa.Table, output, run_info: dict, previous: dict) -> pa.Table:
     from ..output.shards import write_records
 
     records = batch_to_records(batch)
-    provenance = json.loads(batch["provenance_json"][0]) if len(records) else {}
-    summary = write_records(output, records, {**provenance, **run_info})
+    provenance = json.loads(batch.column("provenance_json")[0].as_py()) if len(records) else {}
+    summary = write_records(output, records, {**provenance, **run_info}, batch.column("unit").to_pylist(), previous)
     summary["provenance_json"] = json.dumps(provenance, sort_keys=True) if summary["token_rows"] else ""
-    summary["encoder_passes"] = int(np.sum(batch.get("encoder_passes", 0)))
-    summary["encoder_windows"] = int(np.sum(batch.get("encoder_windows", 0)))
-    summary["encoder_dtypes_json"] = next((d for d in batch.get("encoder_dtypes_json", []) if d), "")
-    return {key: np.asarray([value]) for key, value in summary.items()}
+    summary["encoder_passes"] = sum(batch.column("encoder_passes").to_pylist())
+    summary["encoder_windows"] = sum(batch.column("encoder_windows").to_pylist())
+    summary["encoder_dtypes_json"] = next((d for d in batch.column("encoder_dtypes_json").to_pylist() if d), "")
+    return pa.Table.from_pylist([summary])
+
+
+def _previous(ref) -> dict:
+    """The old rows to supersede, fetched once per worker process from the object store."""
+    if ref is None or isinstance(ref, dict):
+        return ref or {}
+    import ray
+
+    key = ref.hex()
+    if key not in _PREVIOUS_CACHE:
+        _PREVIOUS_CACHE.clear()
+        _PREVIOUS_CACHE[key] = ray.get(ref)
+    return _PREVIOUS_CACHE[key]

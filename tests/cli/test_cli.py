@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli.common import EXIT_INTERRUPTED, parse_config, run_cli
+from pipeline.cli.common import EXIT_FAULT, EXIT_INTERRUPTED, parse_config, run_cli
 from pipeline.demo_audio import write_samples
-from pipeline.errors import Interrupted, SourceError
+from pipeline.errors import Interrupted, OutputError, SourceError
 from pipeline.tokenize.config import TokenizeConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -242,6 +242,39 @@ def test_run_cli_unwraps_a_user_error_raised_in_a_ray_task(capsys):
 
     assert run_cli(_ended_by(RayTaskErrorLike(SourceError("bad source"))), []) == 1
     assert capsys.readouterr().err == "error: bad source\n"
+
+
+def test_debug_shows_the_cause_chain_of_a_user_error_too(capsys):
+    try:
+        raise FileNotFoundError(2, "No such file or directory", "/data/clips")
+    except FileNotFoundError as cause:
+        error = SourceError("source /data/clips does not exist")
+        error.__cause__ = cause
+    assert run_cli(_ended_by(error), []) == 1
+    assert capsys.readouterr().err == "error: source /data/clips does not exist\n"
+    assert run_cli(_ended_by(error), ["--debug"]) == 1
+    err = capsys.readouterr().err
+    assert "FileNotFoundError" in err and "direct cause" in err and err.endswith(
+        "error: source /data/clips does not exist\n")
+
+
+def test_run_cli_a_fault_is_one_line_with_exit_70(capsys):
+    from pipeline.faults import Fault
+
+    fault = Fault.from_error("a read+decode task", OSError("cannot load library 'libsndfile.so.1'"))
+    fault.args = (fault.args[0] + "\nFailed to apply UDF transform after 1/1 attempts (total backoff 0.0s).",)
+    assert run_cli(_ended_by(fault), []) == EXIT_FAULT
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {fault.line}; no input was recorded as failed")
+    assert "Failed to apply" not in err
+
+
+def test_a_user_error_raised_in_a_ray_task_loses_ray_datas_note(capsys):
+    error = OutputError("cannot write /out/tokens/part-1.parquet: No space left on device")
+    error.args = (error.args[0] + "\nFailed to apply UDF transform after 1/1 attempts (total backoff 0.0s).\n"
+                  "To change retry attempts, backoff, or which errors are retried, configure ...",)
+    assert run_cli(_ended_by(error), []) == 1
+    assert capsys.readouterr().err == "error: cannot write /out/tokens/part-1.parquet: No space left on device\n"
 
 
 # --- a real run: stdout is the JSON summary alone, failures explained on stderr, Ctrl-C ----------

@@ -26,7 +26,7 @@ from pipeline.output.lease import LEASE_FILE, WriterLease
 from pipeline.output.shards import write_records
 from pipeline.records import STAGE_READ, AudioChunk, ChunkInfo, EncodedChunk, Failure
 from pipeline.sources import ID_RULE_VERSION
-from pipeline.tokenize.stages import batch_to_records, records_to_batch
+from pipeline.tokenize.batch import batch_to_records, records_to_batch
 
 
 def encoded(id: str, chunk: int = 0, num_chunks: int = 1, frames: int = 5) -> EncodedChunk:

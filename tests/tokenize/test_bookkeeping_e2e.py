@@ -7,7 +7,7 @@ from __future__ import annotations
 import pickle
 
 import boto3
-import numpy as np
+import pyarrow as pa
 import pytest
 
 from pipeline.errors import OutputError
@@ -111,12 +111,12 @@ class _FailingSource:
 
 def test_a_partly_committed_input_that_now_fails_stays_retryable():
     from pipeline.codecs.semanticodec.variants import SemantiCodecVariant
-    from pipeline.tokenize.stages import batch_to_records
+    from pipeline.tokenize.batch import batch_to_records
 
     skip = (set(), {("long.flac", 0)}, {"long.flac"})
     stage = ReadDecode(_FailingSource(), SemantiCodecVariant(100, 4096), skip, chunk_windows=2, max_duration_s=3600)
-    rows = list(stage({"unit": pickle.dumps(None)}))
-    records = {r.id: r for row in rows for r in batch_to_records({k: np.asarray([v], dtype=object) for k, v in row.items()})}
+    tables = list(stage(pa.table({"unit": [pickle.dumps(None)]})))
+    records = {r.id: r for table in tables for r in batch_to_records(table)}
     assert isinstance(records["long.flac"], Failure) and records["long.flac"].retryable
     assert "already committed" in records["long.flac"].message
     assert isinstance(records["fine.wav"], Failure) and not records["fine.wav"].retryable

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pipeline.tokenize.config import TokenizeConfig
 from pipeline.tokenize.run import run_tokenize
 from tests.support.audio import flac_bytes
 from tests.support.outputs import assert_each_id_once, read_output
+from tests.support.processes import kill_session
 from tests.support.s3 import FaultyProxy, MotoServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,11 +46,6 @@ def test_transient_s3_faults_lose_and_duplicate_nothing(ray_local, small_checkpo
     assert manifest["counts"]["tokenized"] == len(names)
 
 
-def session_pids(session: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=,stat=", "-s", str(session)], capture_output=True, text=True).stdout
-    return [int(line.split()[0]) for line in out.splitlines() if not line.split()[1].startswith("Z")]
-
-
 def run_job(args, **popen):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     return subprocess.Popen([sys.executable, "jobs/tokenize_audioset.py", *args], cwd=REPO, env=env,
@@ -72,14 +67,7 @@ def test_killed_job_resumes_without_redoing_committed_shards(small_checkpoint, t
     while time.time() < deadline and len(list((out / "tokens").glob("part-*.parquet"))) < 3:
         assert job.poll() is None, job.stdout.read()[-3000:]
         time.sleep(0.05)
-    os.killpg(job.pid, signal.SIGKILL)  # the job and its embedded Ray share its session
-    job.wait(timeout=30)
-    for _ in range(100):
-        if not session_pids(job.pid):
-            break
-        time.sleep(0.2)
-    for pid in session_pids(job.pid):  # anything the kill left behind, by process id
-        os.kill(pid, signal.SIGKILL)
+    kill_session(job)
     before = {p.name: p.stat().st_mtime_ns for p in (out / "tokens").glob("part-*.parquet")}
     committed = sum(len(pads.dataset(out / "tokens" / n).to_table()) for n in before)
     assert 0 < committed < len(names), "kill the job mid-run"

@@ -179,3 +179,77 @@ def test_push_to_hub_needs_a_token(monkeypatch, tmp_path):
                                 "HF_TOKEN (or leave out --push-to-hub)")
     monkeypatch.setenv("HF_TOKEN", "hf_test")
     P.check_hub_token(config)
+
+
+# --- only known errors become these lines, chained; the environment and the weights load ------------
+
+def test_a_bug_inside_the_source_is_not_reported_as_a_source_error(monkeypatch, audio, tmp_path):
+    def buggy(config, storage_options):
+        raise TypeError("'NoneType' object is not subscriptable")
+
+    monkeypatch.setattr("pipeline.tokenize.run.open_config_source", buggy)
+    with pytest.raises(TypeError):
+        P.check_source(TokenizeConfig(source=str(audio), output=str(tmp_path / "out")), {})
+
+
+def test_a_known_error_becomes_one_line_chained_to_its_cause(monkeypatch, audio, tmp_path):
+    reset = ConnectionResetError(104, "Connection reset by peer")
+
+    def unreachable(config, storage_options):
+        raise reset
+
+    monkeypatch.setattr("pipeline.tokenize.run.open_config_source", unreachable)
+    with pytest.raises(SourceError, match="cannot read source .*ConnectionResetError") as error:
+        P.check_source(TokenizeConfig(source=str(audio), output=str(tmp_path / "out")), {})
+    assert error.value.__cause__ is reset
+
+
+class _Payload:
+    """Unpickling this would create a file: proof that code ran."""
+
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (type(self.marker).touch, (self.marker,))
+
+
+def test_weights_the_safe_loader_refuses_are_refused_before_ray_starts(small_checkpoint, audio, tmp_path):
+    import pickle
+    import shutil
+
+    from pipeline.codecs.semanticodec.variants import SemantiCodecVariant
+
+    checkpoint = shutil.copytree(small_checkpoint, tmp_path / "ckpt")
+    marker = tmp_path / "code-ran"
+    with open(checkpoint / SemantiCodecVariant(100, 4096).encoder_file, "wb") as handle:
+        pickle.dump({"audiomae.model.cls_token": _Payload(marker)}, handle)
+    config = TokenizeConfig(source=str(audio), output=str(tmp_path / "out"), checkpoint=str(checkpoint),
+                            semantic_vocab_size=4096)
+    with pytest.raises(CheckpointError, match="the safe weights-only loader refused it") as error:
+        P.preflight(config)
+    assert "\n" not in str(error.value) and not marker.exists()
+
+
+def test_a_library_that_cannot_load_is_refused_with_its_likely_cause(monkeypatch):
+    import soundfile
+
+    from pipeline.faults import Fault
+
+    def missing(*args, **kwargs):
+        raise OSError("cannot load library 'libsndfile.so.1': libsndfile.so.1: cannot open shared object file")
+
+    from pipeline.environment import check_libraries
+
+    check_libraries()  # this machine's are sound
+    monkeypatch.setattr(soundfile, "write", missing)
+    with pytest.raises(Fault, match=r"environment check of libsndfile .* failed with OSError: cannot load library "
+                                    r"'libsndfile.so.1'.*likely cause: a native library cannot be loaded"):
+        check_libraries()
+
+
+def test_an_unknown_protocol_is_a_mistake_not_a_bug(tmp_path, audio):
+    with pytest.raises(SourceError, match="--source foo://x/: unknown protocol 'foo'"):
+        P.check_source(TokenizeConfig(source="foo://x/", output=str(tmp_path / "out")), {})
+    with pytest.raises(OutputError, match="--output foo://y: unknown protocol 'foo'"):
+        P.check_output("foo://y", {})
