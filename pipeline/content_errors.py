@@ -7,9 +7,10 @@ content. These are, per stage:
   fail`: FileNotFoundError); its URL names no filesystem (`fsutil.UnknownProtocolError`); a
   container whose bytes are not what they claim (a cut or corrupt tar: `tarfile.TarError`, a
   compressed stream cut short: `EOFError`, `zlib.error`; a Parquet file that is not one, or uses
-  what pyarrow cannot read: `ArrowInvalid`, `ArrowNotImplementedError`); the project's own checks
-  on the data (an unusable id, a tar key without audio, a row without bytes: failures recorded
-  with a reason, no error).
+  what pyarrow cannot read: `ArrowInvalid`, `ArrowNotImplementedError`); a rule of the project's
+  own refusing the input (`errors.InputRefused`: a path outside the URI rule); the project's own
+  checks on the data (an unusable id, a tar key without audio, a row without bytes, a duplicate
+  id, a value over the size limit: failures recorded with a reason, no error).
 - decode: libsndfile refusing the bytes (`soundfile.LibsndfileError`); FFmpeg refusing them, as
   PyAV reports it (invalid data, a stream cut short, a codec or container it has no decoder for,
   a feature it does not implement, an invalid stream parameter, FFmpeg's "unknown error"); the
@@ -32,7 +33,7 @@ from __future__ import annotations
 
 import sys
 
-from .errors import AudioInputError
+from .errors import AudioInputError, InputRefused
 from .faults import Fault
 from .fsutil import UnknownProtocolError
 
@@ -68,8 +69,8 @@ def content_error_types(stage: str) -> tuple[type[BaseException], ...]:
 
         pyarrow = sys.modules.get("pyarrow")
         arrow = (pyarrow.ArrowInvalid, pyarrow.ArrowNotImplementedError) if pyarrow is not None else ()
-        return (AudioInputError, FileNotFoundError, UnknownProtocolError, tarfile.TarError, EOFError, zlib.error,
-                *arrow)
+        return (AudioInputError, InputRefused, FileNotFoundError, UnknownProtocolError, tarfile.TarError, EOFError,
+                zlib.error, *arrow)
     if stage == STAGE_DECODE:
         return (AudioInputError, *libsndfile_errors(), *ffmpeg_errors())
     if stage == STAGE_ENCODE:

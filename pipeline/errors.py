@@ -34,6 +34,11 @@ class AudioInputError(PipelineError, ValueError):
     """An input waveform or sample rate is unusable (empty, non-finite, wrong dtype or shape...)."""
 
 
+class InputRefused(PipelineError, ValueError):
+    """An input refused by a rule of the pipeline's own, proven from the input alone (a path outside
+    the data's root): its own failure row, never a fault."""
+
+
 class Interrupted(PipelineError):
     """The run was interrupted (Ctrl-C); what was committed stays, a rerun resumes."""
 

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputRefused
 
 ALLOW_FLAG = "--allow-uri-prefix"
 RULE_NAME = "the URI rule"
@@ -34,7 +34,7 @@ _ALIASES = {"s3a": "s3", "local": "file", "gcs": "gs"}  # one filesystem, two na
 _WEB = ("http", "https")
 
 
-class UriOutsideRule(ValueError):
+class UriOutsideRule(InputRefused):
     """A URI from data that the rule does not allow; the message says why and how to widen it."""
 
 
