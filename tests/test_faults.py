@@ -154,7 +154,10 @@ def test_a_manifest_row_whose_url_names_no_filesystem_is_its_own_failure(tmp_pat
 
     manifest = tmp_path / "list.csv"
     manifest.write_text("id,uri\nbad,foo://bucket/x.wav\n")
-    source = open_source(str(manifest))
+    source = open_source(str(manifest))  # the URI rule refuses another scheme first
+    (item,) = source.read_unit(source.list_units()[0])
+    assert (item.failure.stage, item.failure.error_type, item.failure.retryable) == ("read", "UriOutsideRule", False)
+    source = open_source(str(manifest), allow_uri_prefixes=("foo://bucket/",))  # widened: fsspec knows no foo
     (item,) = source.read_unit(source.list_units()[0])
     assert (item.failure.stage, item.failure.error_type, item.failure.retryable) == (
         "read", "UnknownProtocolError", False)
