@@ -137,8 +137,10 @@ def _partial_aware(failure: Failure, skip, emitted: bool = False) -> Failure:
 
 
 def _one_row(record) -> dict:
+    """Plain Python scalars: numpy's fixed-width strings (<U20) would make Ray Data type a block of
+    rows with ids of several lengths as a tensor of bytes, which no block of other rows unifies with."""
     batch = records_to_batch([record])
-    return {name: column[0] for name, column in batch.items()}
+    return {name: _plain(column[0]) for name, column in batch.items()}
 
 
 class _SkipSets:
