@@ -1,4 +1,6 @@
 """Records → Parquet shard tables, and the commit of one batch's shards (plain functions).
+Uris, failure messages and the provenance are redacted here (`pipeline.redaction`): nothing a
+shard holds carries a credential, though the workers read with the uri as given.
 
 A batch's encoded chunks become one tokens shard, its final failures one failures shard, and its
 retryable failures one shard under retryable/ (not final: the next run retries those inputs).
@@ -14,13 +16,14 @@ import numpy as np
 import pyarrow as pa
 
 from ..records import EncodedChunk, Failure
+from ..redaction import redact, redact_all
 from .folder import FAILURES_DIR, RETRYABLE_DIR, TOKENS_DIR, OutputFolder, failures_table, tokens_table
 
 
 def token_row(chunk: EncodedChunk) -> dict:
     info = chunk.info
     return {
-        "id": info.id, "uri": info.uri, "chunk_index": info.chunk_index, "num_chunks": info.num_chunks,
+        "id": info.id, "uri": redact(info.uri), "chunk_index": info.chunk_index, "num_chunks": info.num_chunks,
         "chunk_start_s": info.chunk_start_s, "duration_s": info.duration_s,
         "source_sample_rate": info.source_sample_rate, "source_channels": info.source_channels,
         "num_frames": chunk.num_frames, "semantic": np.asarray(chunk.semantic, np.uint16),
@@ -31,8 +34,8 @@ def token_row(chunk: EncodedChunk) -> dict:
 
 
 def failure_row(failure: Failure) -> dict:
-    return {"id": failure.id, "uri": failure.uri, "stage": failure.stage, "error_type": failure.error_type,
-            "message": failure.message}
+    return {"id": failure.id, "uri": redact(failure.uri), "stage": failure.stage, "error_type": failure.error_type,
+            "message": redact(failure.message)}
 
 
 def shard_tables(records: list) -> dict[str, pa.Table]:
@@ -53,6 +56,7 @@ def shard_tables(records: list) -> dict[str, pa.Table]:
 def write_records(output: OutputFolder, records: list, provenance: dict) -> dict:
     """Commit one batch's shards; returns its summary."""
     files = {}
+    provenance = redact_all(provenance)  # a checkpoint URL may carry credentials
     for folder, table in shard_tables(records).items():
         files[folder] = output.write_shard(folder, table, provenance if folder == TOKENS_DIR else None)
     encoded = [r for r in records if isinstance(r, EncodedChunk)]

@@ -4,7 +4,7 @@ Columns (the first present name wins):
 - audio: `uri`, `path`, `audio_path`, `audio_filepath` (NeMo), `file`; or Lhotse's `sources`
   (`[{type: file|url, source: ...}]`, also under `recording`). Relative paths are relative to
   the manifest's folder.
-- id: `id`, `video_id`, `ytid`, `key` (default: the audio path as written).
+- id: `id`, `video_id`, `ytid`, `key` (default: the audio path as written, its credentials redacted).
 - segment: `start_s`/`start`/`start_seconds`/`offset` (NeMo, Lhotse) and `end_s`/`end`/
   `end_seconds`, or a `duration`/`duration_s` (end = start + duration).
 - `labels`, `human_labels` ("a;b" or "a,b" strings, or lists).
@@ -29,6 +29,7 @@ from typing import Any
 
 from ..errors import SourceError
 from ..records import SourceItem
+from ..redaction import redact
 from .base import WorkUnit, protocol_prefix, single_unit
 from .files import FilesSource
 from .ids import SHOWN, id_problem
@@ -129,7 +130,7 @@ def row_item(row: dict, *, base: str, prefix: str) -> SourceItem:
     uri = raw_uri if "://" in raw_uri or raw_uri.startswith("/") else prefix + posixpath.join(base, raw_uri)
     id_col = _first(row, ID_COLUMNS)
     raw_id = row.get(id_col) if id_col else None
-    item_id = raw_uri if raw_id is None else _id_text(raw_id)
+    item_id = redact(raw_uri) if raw_id is None else _id_text(raw_id)  # a presigned URL's signature is no id
     problem = id_problem(item_id)
     if problem:
         raise BadRow(problem)
