@@ -133,7 +133,7 @@ class WorkerWatch:
         return out
 
 
-def run_case(name: str, audio: Path, work: Path, max_duration_s: float) -> dict:
+def run_case(name: str, audio: Path, work: Path, max_duration_s: float, max_batch_windows: int) -> dict:
     import ray
 
     from pipeline.cli.common import start_ray
@@ -143,7 +143,8 @@ def run_case(name: str, audio: Path, work: Path, max_duration_s: float) -> dict:
     start_ray(num_cpus=2)
     try:
         config = TokenizeConfig(source=str(audio), output=str(work / f"out-{name}"), checkpoint="synthetic:small",
-                                semantic_vocab_size=4096, num_gpus=0, max_duration_s=max_duration_s, overwrite=True)
+                                semantic_vocab_size=4096, num_gpus=0, max_duration_s=max_duration_s,
+                                max_batch_windows=max_batch_windows, overwrite=True)
         started = time.perf_counter()
         with WorkerWatch() as watch:
             manifest = run_tokenize(config, progress=False)
@@ -164,6 +165,8 @@ def main() -> None:
     parser.add_argument("--lying-hours", type=float, default=20.0,
                         help="hours a Matroska holds while its header claims 1 s")
     parser.add_argument("--max-duration-s", type=float, default=6 * 3600.0)
+    parser.add_argument("--max-batch-windows", type=int, default=16,
+                        help="also the encoder's batch in rows, which sizes the buffer ahead of it")
     parser.add_argument("--cases", default="silence,lying")
     args = parser.parse_args()
 
@@ -173,13 +176,14 @@ def main() -> None:
         results = []
         if "silence" in cases:
             silence_flac(work / "silence.flac", args.hours)
-            results.append(run_case(f"silence {args.hours:g} h", work / "silence.flac", work, args.max_duration_s))
+            results.append(run_case(f"silence {args.hours:g} h", work / "silence.flac", work, args.max_duration_s,
+                                    args.max_batch_windows))
         if "lying" in cases:
             lying_matroska(work / "lying.mka", args.lying_hours)
             results.append(run_case(f"claims 1 s, holds {args.lying_hours:g} h", work / "lying.mka", work,
-                                    args.max_duration_s))
+                                    args.max_duration_s, args.max_batch_windows))
     print(f"# peak memory per role, MiB (CPU encoder, synthetic:small, chunks of 307 s, "
-          f"--max-duration-s {args.max_duration_s:g})")
+          f"--max-duration-s {args.max_duration_s:g}, --max-batch-windows {args.max_batch_windows})")
     for result in results:
         print(f"{result['case']}: input {result['input_bytes'] / MIB:.1f} MiB, {result['token_rows']} token rows, "
               f"{result['failed']} failed {result['failures_by_type'] or ''}, {result['wall_s']} s; "
