@@ -27,9 +27,9 @@ log = logging.getLogger(__name__)
 
 AUDIOSET_HF = "hf://datasets/agkphysics/AudioSet"
 BUFFERED_BATCHES = 3  # encoder batches of decoded audio Ray Data may hold per encoder actor
-# Rows resampled on the encoder hold spans at the source rate: sized for 96 kHz (6x 16 kHz), so
-# that even 192 kHz input keeps 2 batches per actor.
-ENCODER_RESAMPLED_ROW_FACTOR = 6
+# Rows resampled on the encoder hold spans at the source rate, up to 12x a 16 kHz row at 192 kHz:
+# with 8x, such input still keeps 2 batches per actor (48 kHz keeps 8).
+ENCODER_RESAMPLED_ROW_FACTOR = 8
 
 
 def encoder_resources(config: TokenizeConfig, cluster_resources: dict) -> dict:

@@ -75,4 +75,4 @@ def test_the_bound_is_sized_by_the_longest_rows_and_the_encoders():
     assert context.target_max_block_size == chunk
     assert context.execution_options.resource_limits.object_store_memory == 4 * BUFFERED_BATCHES * 16 * chunk
     bound_buffers(context, TokenizeConfig(output="unused", resample_on="encoder"), encoders=1, batch_rows=16)
-    assert context.execution_options.resource_limits.object_store_memory == BUFFERED_BATCHES * 16 * chunk * 6
+    assert context.execution_options.resource_limits.object_store_memory == BUFFERED_BATCHES * 16 * chunk * 8
