@@ -82,9 +82,6 @@ class FFmpegReader:
         if pending:
             yield np.concatenate(pending)
 
-    def count_frames(self) -> int:
-        return sum(len(samples) for samples in self._decoded())
-
     def _decoded(self) -> Iterator[np.ndarray]:
         import av
 

@@ -9,7 +9,10 @@ Memory: an input with at most one chunk's worth of samples at its own rate (`chu
 the exact official path. A longer one is streamed: blocks of `READ_BLOCK_FRAMES` source frames go through a
 `StreamingResampler` and chunks are yielded as they fill, so a decode holds at most the chunk
 being filled plus the one the caller holds, a block and the item's own bytes, whatever the
-file's length.
+file's length. What a header claims never sizes a buffer: an input whose length is only an
+estimate (MP3, FFmpeg's containers) is decoded whole only up to one chunk's worth + 1 frame, and
+counted for the streamed path only up to `max_duration_s` (a Matroska that claims 1 s but holds
+20 h stops decoding at the limit and fails there).
 
 With `resample=False` (`--resample-on encoder`) a decode task does not resample: each chunk of
 audio not at 16 kHz carries its resampler input span at the source rate (`audio.SpanCutter`,
@@ -61,6 +64,7 @@ ONE_READ_SAMPLES = 1 << 22  # a short input with at most this many samples (all 
 ESTIMATED_LENGTH_FORMATS = ("MP3",)  # libsndfile formats whose frame count is an estimate
 FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
 LENGTH_MISMATCH_WARN = 0.01
+UNKNOWN_FRAMES = 1 << 62  # libsndfile's frame count of a stream whose header leaves it unknown (SF_COUNT_MAX)
 SEGMENT_END_TOLERANCE_S = 0.5
 SEGMENT_END_TOLERANCE = 0.01
 
@@ -128,6 +132,9 @@ class _Decode:
         self.peak = 0.0
         if self.rate <= 0:
             raise AudioDecodeError(f"invalid sample rate {self.rate}")
+        if self.frames >= UNKNOWN_FRAMES:  # a FLAC stream that does not record its length: FFmpeg counts it
+            self.close()
+            raise AudioDecodeError(f"{self.format} header gives no length")
 
     def close(self) -> None:
         self.handle.close()
@@ -155,9 +162,6 @@ class _Decode:
         except libsndfile_errors() as error:
             raise self.decode_error(error) from error
 
-    def count_frames(self) -> int:
-        return sum(len(block) for block in self.blocks(0, None))
-
 
 def _decode(item: SourceItem, source: _Decode, chunk_samples: int, max_duration_s: float,
             spans: bool = False) -> Iterator[AudioChunk]:
@@ -166,17 +170,19 @@ def _decode(item: SourceItem, source: _Decode, chunk_samples: int, max_duration_
     whole_frames = chunk_samples  # up to one chunk's worth of samples at the source rate: decoded whole
     frames = source.frames
     if not source.exact_length:
-        if 0 < frames <= whole_frames:  # short: decode it all, then cut the segment from the true length
-            samples = _concatenate(source.blocks(0, None))
-            _check_estimate(item, source, len(samples), warnings)
-            first, last = _segment(item, source.rate, len(samples))
-            _check_duration(source, first, last, max_duration_s)
-            if spans:
-                yield from _cut_spans(item, source, [samples[first:last]], last - first, chunk_samples, warnings)
+        if 0 < frames <= whole_frames:  # short by its estimate: decode it (but never past one chunk's worth + 1)
+            samples = _concatenate(source.blocks(0, whole_frames + 1))
+            if len(samples) <= whole_frames:  # it is short: cut the segment from the true length
+                _check_estimate(item, source, len(samples), warnings)
+                first, last = _segment(item, source.rate, len(samples))
+                _check_duration(source, first, last, max_duration_s)
+                if spans:
+                    yield from _cut_spans(item, source, [samples[first:last]], last - first, chunk_samples, warnings)
+                    return
+                yield from _resample_and_cut(item, source, samples[first:last], chunk_samples, warnings)
                 return
-            yield from _resample_and_cut(item, source, samples[first:last], chunk_samples, warnings)
-            return
-        frames = source.count_frames()  # the streamed path needs the exact length up front
+            del samples  # longer than its estimate said: streamed like any long input
+        frames = _count_frames(item, source, max_duration_s)  # the streamed path needs the exact length up front
         _check_estimate(item, source, frames, warnings)
     first, last = _segment(item, source.rate, frames)
     _check_duration(source, first, last, max_duration_s)
@@ -196,6 +202,20 @@ def _decode(item: SourceItem, source: _Decode, chunk_samples: int, max_duration_
 def _concatenate(blocks: Iterator[np.ndarray]) -> np.ndarray:
     blocks = list(blocks)
     return blocks[0] if len(blocks) == 1 else np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+
+
+def _count_frames(item: SourceItem, source, max_duration_s: float) -> int:
+    """The decoded length of an input whose header only estimates it, counted block by block (no
+    samples kept) and only as far as it matters: to the requested segment's end, or one frame past
+    the duration limit. An input whose container claims 1 s but holds 20 h stops there."""
+    first = round((item.start_s or 0.0) * source.rate)
+    over = first + math.floor(max_duration_s * source.rate) + 1  # a frame here proves the limit is passed
+    needed = over if item.end_s is None else min(over, max(first + 1, round(item.end_s * source.rate)))
+    counted = sum(len(block) for block in source.blocks(0, needed))
+    if counted >= over:
+        raise AudioInputError(f"over the {max_duration_s:.0f} s limit: decoding stopped after {max_duration_s:.0f} s "
+                              f"(the {source.format} header estimated {source.frames / source.rate:.0f} s)")
+    return counted
 
 
 def _check_duration(source: _Decode, first: int, last: int, max_duration_s: float) -> None:

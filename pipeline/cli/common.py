@@ -8,6 +8,8 @@ naming it and its likely cause; nothing was written off: fix it and rerun); 75 s
 transient errors (rerun to retry them); 130 interrupted. `--debug` adds the traceback of any
 error, with the errors it was raised from.
 stdout carries only a job's JSON summary; banners, logs and progress go to stderr.
+Every line printed (`say`, the log handler, `print_summary`) has its credentials redacted and the
+control characters that came with data escaped (`pipeline.redaction.terminal_line`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -23,8 +26,9 @@ import types
 import typing
 from collections.abc import Callable
 
-from ..errors import Interrupted, UserError
+from ..errors import ConfigError, Interrupted, UserError
 from ..faults import fault_in
+from ..redaction import has_password, redact, redact_all, terminal_line
 
 log = logging.getLogger(__name__)
 
@@ -159,9 +163,16 @@ def build_parser(config_cls, description: str, prog: str | None = None) -> argpa
 
 
 def parse_config(config_cls, argv: list[str] | None = None, description: str = "", prog: str | None = None):
-    """Parse `argv` (default: sys.argv[1:]) into a `config_cls` instance; usage errors exit 2."""
+    """Parse `argv` (default: sys.argv[1:]) into a `config_cls` instance; usage errors exit 2, a URL
+    with `user:password@` is a ConfigError."""
     namespace = build_parser(config_cls, description, prog).parse_args(argv)
     values = {f.name: getattr(namespace, f.name) for f in dataclasses.fields(config_cls) if f.init}
+    for f in dataclasses.fields(config_cls):
+        if isinstance(values.get(f.name), str) and has_password(values[f.name]):
+            raise ConfigError(f"{_option_name(f)} {redact(values[f.name])}: credentials do not go in a URL (the "
+                              "storage backends ignore them there, and their errors would quote them); give them "
+                              "in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or a profile "
+                              "(--aws-profile)")
     return config_cls(**values)
 
 
@@ -223,13 +234,26 @@ def one_line(error: BaseException) -> str:
 
 
 def say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    """One line on stderr: credentials redacted, control characters from data escaped."""
+    print(terminal_line(line), file=sys.stderr, flush=True)
+
+
+class _TerminalFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return terminal_line(super().format(record))
+
+
+def print_summary(summary: dict, stdout) -> None:
+    """The job's JSON summary on stdout (redacted; JSON escapes control characters itself)."""
+    print(json.dumps({"summary": redact_all(summary)}, indent=2), file=stdout, flush=True)
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    """Our logs at INFO on stderr, concise; every library's (Ray, botocore, fsspec...) from WARNING up."""
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, datefmt="%H:%M:%S",
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    """Our logs at INFO on stderr, concise; every library's (Ray, botocore, fsspec...) from WARNING up.
+    Every line is redacted and escaped as `say`'s are."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_TerminalFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
     logging.getLogger(__name__.split(".")[0]).setLevel(level)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 
@@ -11,6 +10,7 @@ from .common import (
     debug_requested,
     one_line,
     parse_config,
+    print_summary,
     prog_name,
     ray_session,
     run_cli,
@@ -59,7 +59,7 @@ def _spot_check(argv: list[str] | None) -> int:
 
             decode_fn = decode_with_ray
         report = run_spot_check(config, decode_fn=decode_fn, progress=not config.quiet)
-    print(json.dumps({"summary": spot_check_summary(config, report)}, indent=2), file=stdout, flush=True)
+    print_summary(spot_check_summary(config, report), stdout)
     print_flags(report)
     say(f"report: {os.path.abspath(os.path.join(str(config.report), 'index.html'))}")
     return report_exit_code(report)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -14,6 +13,7 @@ from .common import (
     debug_requested,
     join_url,
     parse_config,
+    print_summary,
     prog_name,
     ray_session,
     run_cli,
@@ -65,7 +65,7 @@ def _tokenize(argv: list[str] | None) -> int:
 
         manifest = run_tokenize(config, progress=not config.quiet, resolved=resolved)
         summary = run_summary(config, manifest, resolved.synthetic)
-        print(json.dumps({"summary": summary}, indent=2), file=stdout, flush=True)
+        print_summary(summary, stdout)
         failed, retryable = summary["failed"], summary["retryable"]
         if failed:
             explain_failures(config, FAILURES_DIR, f"{failed} inputs failed", summary["failures_by_type"])

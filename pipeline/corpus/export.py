@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError
+from ..redaction import redact, terminal_line
 from .indexed import IndexedWriter
 from .layout import LAYOUTS, TokenLayout
 from .reader import TokenCorpus
@@ -55,12 +56,12 @@ def export(tokens: str, output: str, layout_name: str = "interleaved", bos: bool
     left_out = {"incomplete_ids": len(corpus.index.incomplete_ids), "duplicate_rows": corpus.index.duplicate_rows}
     vocab = {**layout.describe(), "files": [f"{n}.bin" for n in names], "documents_index": DOCUMENTS_FILE,
              "documents": documents, "tokens": total,
-             "left_out": left_out, "codec": corpus.provenance, "source": tokens}
+             "left_out": left_out, "codec": corpus.provenance, "source": redact(tokens)}
     (out / "vocab.json").write_text(json.dumps(vocab, indent=2) + "\n")
     if corpus.index.incomplete_ids:
         shown = ", ".join(repr(i) for i in corpus.index.incomplete_ids[:SHOWN_IDS])
-        print(f"left out {len(corpus.index.incomplete_ids)} incomplete inputs (a chunk missing or a failure "
-              f"recorded; a rerun of the tokenize job completes them): {shown}", file=sys.stderr)
+        print(terminal_line(f"left out {len(corpus.index.incomplete_ids)} incomplete inputs (a chunk missing or a "
+                            f"failure recorded; a rerun of the tokenize job completes them): {shown}"), file=sys.stderr)
     return vocab
 
 
@@ -85,7 +86,7 @@ def main(argv=None) -> int:
     try:
         vocab = export(args.tokens, args.output, args.layout, args.bos, not args.no_eos)
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(terminal_line(f"error: {error}"), file=sys.stderr)
         return 1
     print(json.dumps({k: vocab[k] for k in SUMMARY_KEYS}, indent=2))
     return 0

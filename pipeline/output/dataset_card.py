@@ -13,6 +13,7 @@ import json
 import os
 import uuid
 
+from ..redaction import redact
 from .folder import FAILURES_DIR, MANIFEST_FILE, PROVENANCE_KEY, TMP_DIR, TOKENS_DIR, OutputFolder
 from .schema import FAILURES_SCHEMA_VERSION, TOKENS_SCHEMA_VERSION, load_schema_file
 
@@ -35,7 +36,7 @@ def dataset_card(output: OutputFolder, repo_id: str | None = None) -> str:
     """The card's text for an output folder as it is now."""
     present = [(kind, name, version) for kind, name, version in TABLES if output.committed_files(kind)]
     manifest = output.read_manifest() or {}
-    return render_card(present, manifest, _provenance(output, manifest), repo_id or output.url)
+    return redact(render_card(present, manifest, _provenance(output, manifest), repo_id or output.url))
 
 
 def card_configs(present_tables: list[str]) -> list[dict]:

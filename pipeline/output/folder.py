@@ -320,7 +320,7 @@ class OutputFolder:
         """Record `fingerprint` on the first run; refuse (OutputError) a rerun whose settings differ.
         An output written before fingerprints existed is checked against a committed shard's
         provenance (variant, dtype) instead."""
-        recorded = self.read_json(FINGERPRINT_FILE)
+        recorded = self._read_fingerprint()
         if recorded is None:
             if committed_provenance:
                 legacy = {key: committed_provenance.get(key) for key in ("variant", "dtype") if key in fingerprint}
@@ -330,6 +330,26 @@ class OutputFolder:
         if ID_RULE_KEY in fingerprint and isinstance(recorded, dict):
             recorded = {ID_RULE_KEY: LEGACY_ID_RULE, **recorded}
         self._check_against(recorded, fingerprint)
+
+    def _read_fingerprint(self) -> dict | None:
+        """The recorded fingerprint, None when there is none; damaged content is a one-line OutputError."""
+        fs, root = self.filesystem()
+        try:
+            raw = fs.cat_file(f"{root}/{FINGERPRINT_FILE}")
+        except FileNotFoundError:
+            return None
+        try:
+            recorded = json.loads(raw)
+            problem = None if isinstance(recorded, dict) else f"a JSON {type(recorded).__name__}, not an object"
+        except ValueError as error:
+            problem = f"not JSON: {error}"
+        if problem:
+            raise OutputError(
+                f"{self.url.rstrip('/')}/{FINGERPRINT_FILE} is damaged ({problem}); it records the settings of the "
+                "output's first run. Restore it from a copy of the output, or delete it to have this run record its "
+                "settings again (checked against the committed shards' variant and dtype), or pass --overwrite to "
+                "start afresh")
+        return recorded
 
     def _check_against(self, recorded: dict, fingerprint: dict) -> None:
         differences = _differences(recorded, fingerprint)

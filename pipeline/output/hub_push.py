@@ -23,6 +23,7 @@ except ImportError:  # requests-based clients (huggingface_hub < 1.0)
     from requests import RequestException as HTTPError
 
 from ..errors import UserError
+from ..redaction import terminal_line
 from .dataset_card import CARD_FILE, dataset_card
 from .folder import FAILURES_DIR, MANIFEST_FILE, TOKENS_DIR, OutputFolder
 
@@ -126,7 +127,7 @@ def main(argv=None) -> int:
     try:
         print(push_to_hub(args.output, args.repo_id, private=args.private))
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(terminal_line(f"error: {error}"), file=sys.stderr)
         return 1
     return 0
 

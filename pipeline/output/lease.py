@@ -1,12 +1,21 @@
 """The writer lease: one run at a time writes into an output folder.
 
-`OUT/_lease.json` names its owner (run id, host, pid) and carries a heartbeat that the owner
-refreshes every `HEARTBEAT_S`. It is created with an exclusive create (local: `O_EXCL`; S3: a
-conditional PUT, `If-None-Match: *`), so of two runs starting together exactly one gets it; the
-other refuses in one line. A lease whose heartbeat is older than `STALE_S` (or whose owner process
-on this host is gone) belongs to a dead run and is taken over: the stale file is deleted only if it
-still is the one we judged stale, then created exclusively again. The owner re-reads the lease at
-every heartbeat and stops the run if another run holds it, so even a lost race ends with one writer.
+`OUT/_lease.json` names its owner (run id, host, pid and the process's start time) and carries a
+heartbeat: a counter (and, for people, a wall-clock time) the owner rewrites every `HEARTBEAT_S`.
+It is created with an exclusive create (local: `O_EXCL`; S3: a conditional PUT, `If-None-Match:
+*`), so of two runs starting together exactly one gets it; the other refuses in one line.
+
+Whether a lease found in place belongs to a live run is never judged by comparing two machines'
+clocks (a heartbeat stamped a day ahead by a skewed clock, or a run whose own clock is 300 s
+ahead, would otherwise lock the output for a day or take over a live lease):
+- written on this host: by the owner process's liveness (its pid exists and started when the
+  lease says: a reused pid is not the owner);
+- written on another host: by its heartbeat's progress as this run sees it. The observer
+  watches the file for up to `STALE_S` of its own monotonic clock; a lease that changes is live
+  (refused), one that does not change (a dead run, or a garbled file) is stale.
+A stale lease is taken over: deleted only if it still is the one judged stale, then created
+exclusively again. The owner re-reads the lease at every heartbeat and stops the run if another
+run holds it, so even a lost race ends with one writer.
 """
 
 from __future__ import annotations
@@ -33,7 +42,10 @@ class WriterLease:
     def __init__(self, output: OutputFolder, *, heartbeat_s: float = HEARTBEAT_S, stale_s: float = STALE_S) -> None:
         self.output = output
         self.heartbeat_s, self.stale_s = heartbeat_s, stale_s
-        self.owner = {"run_id": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid()}
+        self.owner = {"run_id": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(),
+                      "started": _process_start(os.getpid())}
+        self.beat = 0
+        self.poll_s = min(heartbeat_s, stale_s) / 4  # how often an observer re-reads a lease it watches
         self.lost: str | None = None  # why the lease was lost, once it is
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -43,7 +55,8 @@ class WriterLease:
         return self.output.path(LEASE_FILE)
 
     def _record(self) -> bytes:
-        return json.dumps({**self.owner, "heartbeat_at": time.time()}).encode()
+        self.beat += 1
+        return json.dumps({**self.owner, "beat": self.beat, "heartbeat_at": time.time()}).encode()
 
     def _create_exclusive(self) -> bool:
         fs, root = self.output.filesystem()
@@ -65,28 +78,36 @@ class WriterLease:
             raise
         return True
 
-    def read(self) -> dict | None:
+    def _read_raw(self) -> bytes | None:
         fs, _ = self.output.filesystem()
         try:
-            return json.loads(fs.cat_file(self._path()))
+            return fs.cat_file(self._path())
         except FileNotFoundError:
             return None
-        except ValueError:  # torn or foreign content: treat as held until it goes stale by mtime
-            return {"run_id": "?", "host": "?", "pid": -1, "heartbeat_at": self._mtime()}
 
-    def _mtime(self) -> float:
-        fs, _ = self.output.filesystem()
-        try:
-            modified = fs.modified(self._path())
-            return modified.timestamp()
-        except Exception:
-            return time.time()
+    def read(self) -> dict | None:
+        raw = self._read_raw()
+        return None if raw is None else _parsed(raw)
 
-    def _is_stale(self, record: dict) -> bool:
-        if time.time() - float(record.get("heartbeat_at", 0)) > self.stale_s:
-            return True
-        if record.get("host") == self.owner["host"] and isinstance(record.get("pid"), int) and record["pid"] > 0:
-            return not _pid_alive(record["pid"])
+    def _owner_alive(self, record: dict) -> bool | None:
+        """On this host: whether the owner process lives. Elsewhere: unknown (None)."""
+        pid = record.get("pid")
+        if record.get("host") != self.owner["host"] or not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+            return None
+        if not _pid_alive(pid):
+            return False
+        started = _process_start(pid)
+        return record.get("started") is None or started is None or started == record["started"]
+
+    def _heartbeat_moves(self, raw: bytes, record: dict) -> bool:
+        """Watch the lease for up to `stale_s` (this process's monotonic clock): whether it changed."""
+        log.warning("%s has a writer lease from host %s, pid %s: watching its heartbeat for up to %.0f s",
+                    self.output.url, record.get("host"), record.get("pid"), self.stale_s)
+        deadline = time.monotonic() + self.stale_s
+        while time.monotonic() < deadline:
+            time.sleep(min(self.poll_s, max(0.0, deadline - time.monotonic())))
+            if self._read_raw() != raw:
+                return True
         return False
 
     # --- public API ---
@@ -96,17 +117,22 @@ class WriterLease:
             if self._create_exclusive():
                 self._start_heartbeat()
                 return
-            record = self.read()
-            if record is None:
+            raw = self._read_raw()
+            if raw is None:
                 continue  # released between our two calls: try again
-            if not self._is_stale(record):
-                age = time.time() - float(record.get("heartbeat_at", 0))
+            record = _parsed(raw)
+            alive = self._owner_alive(record)
+            how = "it is alive on this host"
+            if alive is None:
+                alive, how = self._heartbeat_moves(raw, record), f"its heartbeat moved within {self.stale_s:.0f} s"
+                if alive and self._read_raw() is None:
+                    continue  # it moved by being released
+            if alive:
                 raise OutputError(
-                    f"another run is writing to {self.output.url} (host {record.get('host')}, pid {record.get('pid')}, "
-                    f"heartbeat {age:.0f} s ago); wait for it to finish, or if it is dead, retry after "
-                    f"{self.stale_s:.0f} s without a heartbeat"
-                )
-            if self.read() == record:  # still the same stale lease: take it over
+                    f"another run is writing to {self.output.url} (host {record.get('host')}, pid {record.get('pid')}: "
+                    f"{how}); wait for it to finish. A dead run's lease is taken over once its heartbeat has not "
+                    f"moved for {self.stale_s:.0f} s")
+            if self._read_raw() == raw:  # still the same stale lease: take it over
                 log.warning("taking over the stale writer lease of %s (host %s, pid %s)",
                             self.output.url, record.get("host"), record.get("pid"))
                 self._delete()
@@ -156,6 +182,24 @@ class WriterLease:
             fs.rm(self._path())
         except FileNotFoundError:
             pass
+
+
+def _parsed(raw: bytes) -> dict:
+    """The lease's record; torn or foreign content reads as a record of nobody (judged by whether it changes)."""
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        record = None
+    return record if isinstance(record, dict) else {"run_id": "?", "host": "?", "pid": -1}
+
+
+def _process_start(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot, Linux's /proc), or None where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return int(handle.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _pid_alive(pid: int) -> bool:

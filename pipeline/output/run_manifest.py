@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 from .. import __version__
 from ..codecs.semanticodec.variants import ACOUSTIC_VOCAB_SIZE, SAMPLE_RATE_HZ, SEGMENT_SAMPLES
+from ..redaction import redact_all
 from .folder import CommittedKeys
 from .schema import MANIFEST_SCHEMA_VERSION
 
@@ -50,7 +51,7 @@ def manifest_from_counts(*, config, source_kind: str, keys: CommittedKeys, run: 
                  "synthetic_weights": config.checkpoint.startswith("synthetic:"), "dtype": config.dtype}
     passes, windows = run.get("encoder_passes", 0), run.get("encoder_windows", 0)
     this_run_rows = run.get("token_rows", 0) + run.get("failed", 0) + run.get("retryable", 0)
-    return {
+    return redact_all({  # --source, --output and the checkpoint may be URLs with credentials
         "schema": "manifest",
         "schema_version": MANIFEST_SCHEMA_VERSION,
         "pipeline_version": __version__,
@@ -83,4 +84,4 @@ def manifest_from_counts(*, config, source_kind: str, keys: CommittedKeys, run: 
             "audio_seconds_per_second": run.get("audio_s", 0.0) / wall_time_s if wall_time_s else 0.0,
             "clips_per_second": this_run_rows / wall_time_s if wall_time_s else 0.0,
         },
-    }
+    })

@@ -1,4 +1,6 @@
 """Records → Parquet shard tables, and the commit of one batch's shards (plain functions).
+Uris, failure messages and the provenance are redacted here (`pipeline.redaction`): nothing a
+shard holds carries a credential, though the workers read with the uri as given.
 
 A batch's encoded chunks become one tokens shard, its final failures one failures shard, and its
 retryable failures one shard under retryable/ (not final: the next run retries those inputs).
@@ -20,6 +22,7 @@ import numpy as np
 
 from .. import __version__
 from ..records import EncodedChunk, Failure
+from ..redaction import redact, redact_all
 from .folder import FAILURES_DIR, RETRYABLE_DIR, TOKENS_DIR, OutputFolder, failures_table, tokens_table
 from .supersede import declarations_for, relative_shard
 
@@ -31,7 +34,7 @@ VERSION_DISTRIBUTIONS = {"torch_version": "torch", "torchaudio_version": "torcha
 def token_row(chunk: EncodedChunk) -> dict:
     info = chunk.info
     return {
-        "id": info.id, "uri": info.uri, "chunk_index": info.chunk_index, "num_chunks": info.num_chunks,
+        "id": info.id, "uri": redact(info.uri), "chunk_index": info.chunk_index, "num_chunks": info.num_chunks,
         "chunk_start_s": info.chunk_start_s, "duration_s": info.duration_s,
         "source_start_s": info.source_start_s, "source_end_s": info.source_end_s,
         "source_sample_rate": info.source_sample_rate, "source_channels": info.source_channels,
@@ -43,8 +46,8 @@ def token_row(chunk: EncodedChunk) -> dict:
 
 
 def failure_row(failure: Failure) -> dict:
-    return {"id": failure.id, "uri": failure.uri, "stage": failure.stage, "error_type": failure.error_type,
-            "message": failure.message, **environment_versions()}
+    return {"id": failure.id, "uri": redact(failure.uri), "stage": failure.stage, "error_type": failure.error_type,
+            "message": redact(failure.message), **environment_versions()}
 
 
 @lru_cache(maxsize=1)
@@ -82,6 +85,7 @@ def write_records(output: OutputFolder, records: list, provenance: dict, units: 
     `previous` {id or unit key: shard}: the old rows of inputs being retried, which the new
     shards supersede."""
     units = units if units is not None else [None] * len(records)
+    provenance = redact_all(provenance)  # a checkpoint URL may carry credentials
     grouped: dict[str, list] = {}
     for record, unit in zip(records, units, strict=True):
         grouped.setdefault(_folder_of(record), []).append((record, unit))

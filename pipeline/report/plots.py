@@ -1,4 +1,7 @@
-"""PNG figures of the report (matplotlib, Agg backend: no display needed)."""
+"""PNG figures of the report (matplotlib, Agg backend: no display needed).
+
+Text from data (a sample's id in a title) is drawn as it is: mathtext and TeX are off for every
+figure, so `a $x^$ b.wav` is a file name, not a formula matplotlib fails to parse."""
 
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg", force=True)
+    matplotlib.rcParams["text.parse_math"] = False
+    matplotlib.rcParams["text.usetex"] = False
     import matplotlib.pyplot as plt
 
     return plt
@@ -50,7 +55,7 @@ def spectrogram_pair(original: np.ndarray | None, decoded: np.ndarray | None, pa
     axes[0].set_ylabel("mel bin")
     if image is not None:
         fig.colorbar(image, ax=list(axes), label="log mel", pad=0.01)
-    fig.text(0.01, 0.01, title, fontsize=7, color="#666")
+    fig.text(0.01, 0.01, title, fontsize=7, color="#666", parse_math=False, usetex=False)
     return _save(fig, path)
 
 

@@ -4,17 +4,21 @@ spectrogram pair, the summary figures, report.json (schemas/qa_report.v1.json) a
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
 import numpy as np
 
 from ..codecs.semanticodec.variants import SAMPLE_RATE_HZ
+from ..redaction import redact, redact_all
 from . import metrics as M
 from . import plots
 from .evaluate import METRIC_NAMES, SampleEvaluation
 from .html import write_html
 from .token_stats import STREAMS, TokenStats
+
+log = logging.getLogger(__name__)
 
 
 def write_wav(path: Path, wave: np.ndarray) -> None:
@@ -26,15 +30,34 @@ def write_wav(path: Path, wave: np.ndarray) -> None:
 
 
 def write_sample_media(sample: SampleEvaluation, report_dir: Path) -> None:
-    """The files the sample's entry names (audio/NNN_*.wav, img/NNN_logmel.png)."""
+    """The files the sample's entry names (audio/NNN_*.wav, img/NNN_logmel.png). One sample's file
+    that cannot be made is left out of its entry with a note (one bad sample never loses the
+    report); an I/O error (a full disk, a read-only folder) stops the report."""
     entry = sample.entry
     for key, wave in (("original", sample.original), ("decoded", sample.decoded)):
         if entry["audio"][key]:
-            write_wav(report_dir / entry["audio"][key], wave)
+            _or_note(entry, ("audio", key), lambda: write_wav(report_dir / entry["audio"][key], wave))
     if entry["spectrogram"]:
-        plots.spectrogram_pair(M.log_mel(sample.original) if sample.original is not None else None,
-                               M.log_mel(sample.decoded) if sample.decoded is not None else None,
-                               report_dir / entry["spectrogram"], f"{entry['id']} (chunk {entry['chunk_index']})")
+        title = redact(f"{entry['id']} (chunk {entry['chunk_index']})")
+        _or_note(entry, ("spectrogram",), lambda: plots.spectrogram_pair(
+            M.log_mel(sample.original) if sample.original is not None else None,
+            M.log_mel(sample.decoded) if sample.decoded is not None else None, report_dir / entry["spectrogram"], title))
+
+
+def _or_note(entry: dict, where: tuple[str, ...], make) -> None:
+    """`make()`, or (it failed on this sample's data) the entry's file at `where` set to None and a note."""
+    try:
+        make()
+    except (OSError, MemoryError):
+        raise
+    except Exception as error:  # noqa: BLE001 - this sample's data: the report goes on without the file
+        holder = entry
+        for key in where[:-1]:
+            holder = holder[key]
+        what = " ".join(reversed(where)) if where[0] == "audio" else "spectrogram"
+        entry["notes"].append(f"{what} not written: {type(error).__name__}: {error}")
+        log.warning("sample %s: %s", entry["index"], entry["notes"][-1])
+        holder[where[-1]] = None
 
 
 def write_figures(stats: TokenStats, stats_dict: dict, samples: list[dict], frame_rate: float,
@@ -68,8 +91,9 @@ def json_safe(value):
 
 
 def write_report(report: dict, report_dir: Path) -> dict:
-    """report.json and index.html; returns the JSON-safe report that was written."""
-    report = json_safe(report)
+    """report.json and index.html; returns the JSON-safe report that was written, its credentials
+    redacted (uris, ids, reasons: `pipeline.redaction`)."""
+    report = json_safe(redact_all(report))
     (report_dir / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     write_html(report, report_dir)
     return report

@@ -6,7 +6,7 @@ Columns (the first present name wins):
   the manifest's folder. Every path is a URI from data (`uri_rule.py`): it must lie under the
   manifest's folder on the manifest's own filesystem, or under an `--allow-uri-prefix`; a row
   naming anything else is a `UriOutsideRule` failure row (never read), and the run goes on.
-- id: `id`, `video_id`, `ytid`, `key` (default: the audio path as written).
+- id: `id`, `video_id`, `ytid`, `key` (default: the audio path as written, its credentials redacted).
 - segment: `start_s`/`start`/`start_seconds`/`offset` (NeMo, Lhotse) and `end_s`/`end`/
   `end_seconds`, or a `duration`/`duration_s` (end = start + duration).
 - `labels`, `human_labels` ("a;b" or "a,b" strings, or lists).
@@ -31,6 +31,7 @@ from typing import Any
 
 from ..errors import SourceError
 from ..records import STAGE_READ, Failure, SourceItem
+from ..redaction import redact
 from .base import WorkUnit, single_unit
 from .files import FilesSource
 from .ids import SHOWN, id_problem
@@ -133,7 +134,7 @@ def row_item(row: dict, *, rule: UriRule) -> SourceItem:
     raw_uri = str(raw_uri)
     id_col = _first(row, ID_COLUMNS)
     raw_id = row.get(id_col) if id_col else None
-    item_id = raw_uri if raw_id is None else _id_text(raw_id)
+    item_id = redact(raw_uri) if raw_id is None else _id_text(raw_id)  # a presigned URL's signature is no id
     problem = id_problem(item_id)
     if problem:
         raise BadRow(problem)

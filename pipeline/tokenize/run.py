@@ -16,6 +16,7 @@ import pickle
 import time
 
 from .. import __version__
+from ..codecs.semanticodec.variants import SEGMENT_SAMPLES
 from ..errors import Interrupted, OutputError
 from ..fsutil import options_for
 from ..output.folder import FAILURES_DIR, OutputFolder
@@ -31,6 +32,29 @@ from .encoder_plan import EncoderResources, EncoderSpec, encoder_resources
 log = logging.getLogger(__name__)
 
 AUDIOSET_HF = "hf://datasets/agkphysics/AudioSet"
+BUFFERED_BATCHES = 3  # encoder batches of decoded audio Ray Data may hold per encoder actor
+# Rows resampled on the encoder hold spans at the source rate, up to 12x a 16 kHz row at 192 kHz:
+# with 8x, such input still keeps 2 batches per actor (48 kHz keeps 8).
+ENCODER_RESAMPLED_ROW_FACTOR = 8
+
+
+def bound_buffers(context, config: TokenizeConfig, *, encoders: int, batch_rows: int) -> None:
+    """Bound the decoded audio Ray Data holds, whatever the inputs' lengths (README, "Memory bounds").
+
+    A decode task's rows are gathered into a block in the task's memory until it reaches the
+    block size (128 MiB by default: six long chunks), and its streaming generator pauses with 2
+    blocks unread; the executor takes blocks from it as long as the run's object store budget
+    lasts, half the object store by default, so a 6 h file sat there whole ahead of the encoder.
+    Here a block is one long chunk, and the run's object store use is capped at
+    `BUFFERED_BATCHES` encoder batches of the longest rows per encoder actor: the 2 batches in
+    flight to each actor and the one being gathered. (At 1 batch Ray Data starves the encoder: a
+    run took 7x longer; at 2 it kept pace.) `context`: the dataset's own (`ds.context`)."""
+    chunk_bytes = (config.chunk_windows + 1) * SEGMENT_SAMPLES * 4  # a prepared chunk: float32, padded
+    row_bytes = chunk_bytes * (1 if config.resample_on == "decode" else ENCODER_RESAMPLED_ROW_FACTOR)
+    context.target_max_block_size = chunk_bytes
+    limits = context.execution_options.resource_limits
+    context.execution_options.resource_limits = limits.copy(
+        object_store_memory=max(1, encoders) * BUFFERED_BATCHES * batch_rows * row_bytes)
 
 
 def resolved_checkpoint(config: TokenizeConfig) -> str:
@@ -125,6 +149,7 @@ def _run(config, output: OutputFolder, lease: WriterLease, storage_options: dict
         skip_ref = ray.put((complete, before.chunks, partial))
         # units travel pickled: an Arrow column of bytes, not Python objects Arrow cannot type
         ds = ray.data.from_items([{"unit": pickle.dumps(u)} for u in units], override_num_blocks=min(len(units), 1000))
+        bound_buffers(ds.context, config, encoders=resources.max_actors, batch_rows=batch_rows)
         ds = ds.map_batches(ReadDecode(source, variant, skip_ref, chunk_windows=config.chunk_windows,
                                        max_duration_s=config.max_duration_s, limit_ids=limit_ids,
                                        resample=config.resample_on == "decode"),

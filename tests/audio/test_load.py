@@ -311,3 +311,82 @@ def test_a_file_whose_container_gives_no_length_is_counted_then_decoded(monkeypa
     got = decode(data, chunk_windows=1)
     assert [c.info for c in got] == [c.info for c in expected]
     assert all(np.array_equal(a.waveform, b.waveform) for a, b in zip(got, expected))
+
+
+# --- what a header claims never sizes the decode --------------------------------------------------
+
+LYING_SCRIPT = textwrap.dedent("""
+    import resource, sys
+    from pipeline.audio import ffmpeg
+    from pipeline.audio.load import decode_item
+    from pipeline.records import SourceItem
+    from tests.support.audio import silent_matroska
+    decoded = [0]
+    channel0 = ffmpeg._channel0
+    def counting(frame):
+        samples = channel0(frame)
+        decoded[0] += len(samples)
+        return samples
+    ffmpeg._channel0 = counting
+    warm_up = SourceItem("w", "/w", data=silent_matroska(20.0))
+    list(decode_item(warm_up, chunk_windows=1, max_duration_s=1e9))  # imports, first allocations
+    data = silent_matroska(float(sys.argv[1]), claimed_s=1.0)
+    decoded[0] = 0
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    records = list(decode_item(SourceItem("x", "/x", data=data), chunk_windows=30, max_duration_s=float(sys.argv[2])))
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(decoded[0], (after - before) * 1024)
+    print(records[0].message if len(records) == 1 and hasattr(records[0], "message") else records)
+""")
+
+
+def test_a_container_that_claims_1_s_but_holds_hours_stops_decoding_at_the_limit():
+    """A Matroska whose Duration says 1 s but holds 2 h (at 16 kHz: 460 MB of float32 decoded) and a
+    300 s limit: decoding stops at the limit (one chunk's worth tried whole, then counted to 300 s +
+    1 frame), the input fails with the limit's reason, and the process's peak RSS grows by a chunk
+    or two, not the file."""
+    hours, limit = 2, 300.0
+    out = subprocess.run([sys.executable, "-c", LYING_SCRIPT, str(hours * 3600), str(limit)],
+                         capture_output=True, text=True, timeout=600, check=True)
+    counts, message = out.stdout.strip().split("\n")
+    decoded, grown = map(int, counts.split())
+    chunk_bytes = 30 * SEGMENT_SAMPLES * 4
+    print(f"{hours} h claiming 1 s: decoded {decoded / SAMPLE_RATE_HZ:.0f} s, peak RSS grew {grown / 2**20:.1f} MiB")
+    assert message.startswith(f"over the {limit:.0f} s limit: decoding stopped after {limit:.0f} s"), message
+    assert "estimated 1 s" in message
+    frame = 4608  # FLAC frames: decoding stops within one of the limit
+    assert decoded <= (30 * SEGMENT_SAMPLES + 1 + frame) + (limit * SAMPLE_RATE_HZ + 1 + frame)
+    assert grown < 2 * chunk_bytes + 48 * 2**20
+    assert grown < hours * 3600 * SAMPLE_RATE_HZ * 4 / 4
+
+
+def test_a_container_that_understates_its_length_is_streamed_like_an_honest_one():
+    """Under the limit, a file that claims 1 s but holds 25 s gives the chunks of the same file
+    with its true Duration (streamed, never decoded whole on the strength of the claim)."""
+    from tests.support.audio import silent_matroska
+
+    honest, lying = silent_matroska(25.0), silent_matroska(25.0, claimed_s=1.0)
+    expected = decode(honest, chunk_windows=1)
+    got = decode(lying, chunk_windows=1)
+    assert len(got) == 3 and all(isinstance(c, AudioChunk) for c in got)
+    assert [c.info.duration_s for c in got] == [c.info.duration_s for c in expected]
+    assert "warning" in got[0].info.meta  # the estimate's miss is noted, as for MP3
+    segment = decode(lying, chunk_windows=1, max_duration_s=10.0, start_s=5.0, end_s=14.0)
+    assert [c.info.duration_s for c in segment] == [pytest.approx(9.0)]
+    [over] = decode(lying, chunk_windows=1, max_duration_s=10.0)
+    assert isinstance(over, Failure) and over.message.startswith("over the 10 s limit")
+
+
+def test_a_flac_whose_header_leaves_the_length_unknown_is_counted_by_ffmpeg():
+    """libsndfile reports an unknown FLAC length as 2**63 - 1 frames (and cannot read the stream):
+    such a file goes to FFmpeg, which counts it, rather than failing as 'over the limit'."""
+    wave = signal(25.0, 16000)
+    data = bytearray(encode(wave, 16000, "FLAC"))
+    fields = int.from_bytes(data[18:26], "big")
+    data[18:26] = (fields & ~((1 << 36) - 1)).to_bytes(8, "big")  # STREAMINFO total samples: 0, unknown
+    with sf.SoundFile(io.BytesIO(bytes(data))) as handle:
+        assert handle.frames >= 1 << 62
+    got = decode(bytes(data), chunk_windows=1, max_duration_s=3600.0)
+    expected = decode(encode(wave, 16000, "FLAC"), chunk_windows=1)
+    assert [c.info.duration_s for c in got] == [c.info.duration_s for c in expected]
+    assert all(np.array_equal(a.waveform, b.waveform) for a, b in zip(got, expected))

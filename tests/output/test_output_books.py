@@ -137,15 +137,67 @@ def test_stale_lease_of_a_dead_process_is_taken_over(tmp_path):
     lease.release()
 
 
-def test_lease_with_an_old_heartbeat_from_another_host_is_stale(tmp_path):
+def test_lease_of_another_host_is_judged_by_its_heartbeat_moving_not_by_its_clock(tmp_path):
+    """A lease from another host whose heartbeat is stamped a day ahead (a skewed clock, or a
+    garbled file) but does not move is stale once this run has watched it for stale_s of its own
+    clock: it does not lock the output for a day. An hour-old stamp is no faster to take over."""
     output = OutputFolder(str(tmp_path))
-    record = {"run_id": "old", "host": "elsewhere", "pid": 1, "heartbeat_at": time.time() - 3600}
-    (tmp_path / LEASE_FILE).write_text(json.dumps(record))
-    WriterLease(output).acquire()
-    fresh = {**record, "heartbeat_at": time.time()}
-    (tmp_path / LEASE_FILE).write_text(json.dumps(fresh))
-    with pytest.raises(OutputError, match="host elsewhere"):
+    for stamp in (time.time() + 86400, time.time() - 3600):
+        record = {"run_id": "old", "host": "elsewhere", "pid": 1, "beat": 7, "heartbeat_at": stamp}
+        (tmp_path / LEASE_FILE).write_text(json.dumps(record))
+        lease = WriterLease(output, stale_s=0.5)
+        started = time.monotonic()
+        lease.acquire()
+        assert time.monotonic() - started >= 0.5  # watched, not judged by the stamp
+        assert json.loads((tmp_path / LEASE_FILE).read_text())["run_id"] == lease.owner["run_id"]
+        lease.release()
+    (tmp_path / LEASE_FILE).write_text("{torn")
+    WriterLease(output, stale_s=0.2).acquire()  # a garbled lease that never changes is stale too
+
+
+def test_a_live_lease_of_another_host_is_refused_whatever_the_clocks(tmp_path, monkeypatch):
+    """The owner's heartbeat moves while this run watches: refused, even though this run's clock is
+    300 s ahead (its wall-clock age would say 'stale') and the owner's is a day behind."""
+    import threading
+
+    from pipeline.output import lease as lease_module
+
+    output = OutputFolder(str(tmp_path))
+    stop = threading.Event()
+
+    def owner_elsewhere():  # another machine's run: a moving heartbeat, stamped by a clock a day behind
+        beat = 0
+        while not stop.wait(0.05):
+            beat += 1
+            record = {"run_id": "remote", "host": "elsewhere", "pid": 1, "beat": beat,
+                      "heartbeat_at": time.time() - 86400}
+            output.publish(LEASE_FILE, json.dumps(record).encode())
+
+    writer = threading.Thread(target=owner_elsewhere)
+    writer.start()
+    try:
+        time.sleep(0.2)
+        real_time = time.time
+        monkeypatch.setattr(lease_module.time, "time", lambda: real_time() + 300)
+        with pytest.raises(OutputError, match="host elsewhere, pid 1: its heartbeat moved within 5 s"):
+            WriterLease(output, stale_s=5).acquire()
+    finally:
+        stop.set()
+        writer.join()
+
+
+def test_a_live_lease_on_this_host_is_refused_at_once_and_a_reused_pid_is_not_its_owner(tmp_path):
+    output = OutputFolder(str(tmp_path))
+    holder = WriterLease(output)  # alive (this process), heartbeat every 20 s: liveness decides, not the beat
+    holder.acquire()
+    started = time.monotonic()
+    with pytest.raises(OutputError, match="it is alive on this host"):
         WriterLease(output).acquire()
+    assert time.monotonic() - started < 5
+    record = json.loads((tmp_path / LEASE_FILE).read_text())
+    (tmp_path / LEASE_FILE).write_text(json.dumps({**record, "run_id": "before-reboot", "started": 1}))
+    WriterLease(output).acquire()  # our pid, another start time: the owner died and the pid was reused
+    holder._stop.set()
 
 
 def test_owner_notices_a_lost_lease(tmp_path):
@@ -219,3 +271,22 @@ def test_an_output_made_with_the_first_id_rule_is_refused_in_one_line(tmp_path):
     fresh = OutputFolder(str(tmp_path / "fresh"))
     fresh.check_fingerprint(current)
     fresh.check_fingerprint(current)
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    ('"semanticodec-r100-v4096"', "a JSON str, not an object"), ("[1, 2]", "a JSON list, not an object"),
+    ('{"variant": "semanticodec-r1', "not JSON: "), (b"\xff\xfe", "not JSON: ")])
+def test_a_damaged_fingerprint_names_the_file_and_the_way_out(tmp_path, content, problem):
+    output = OutputFolder(str(tmp_path))
+    path = tmp_path / "_fingerprint.json"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    fingerprint = run_fingerprint(variant="semanticodec-r100-v4096", dtype="float32", chunk_windows=30,
+                                  tokens_schema_version=1)
+    with pytest.raises(OutputError) as caught:
+        output.check_fingerprint(fingerprint)
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path}/_fingerprint.json is damaged ({problem}") and "\n" not in message
+    assert "delete it" in message and "--overwrite" in message
+    path.unlink()  # the way out it names
+    output.check_fingerprint(fingerprint)
+    assert json.loads(path.read_text()) == fingerprint
