@@ -14,6 +14,7 @@ from pipeline.output.run_manifest import manifest_from_counts
 from pipeline.output.shards import write_records
 from pipeline.records import ChunkInfo, EncodedChunk, Failure
 from pipeline.sources.manifest import row_item
+from pipeline.sources.uri_rule import UriRule
 from pipeline.tokenize.config import TokenizeConfig
 
 SIGNED = ("https://b.s3.amazonaws.com/a.wav?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIABOOKS0000EXAMPLE"
@@ -38,10 +39,11 @@ def test_rows_and_provenance_are_redacted(tmp_path):
 
 
 def test_an_id_made_from_a_presigned_uri_is_redacted_and_the_read_keeps_the_signature():
-    item = row_item({"uri": SIGNED}, base="/lists", prefix="")
+    rule = UriRule("/lists", allowed_prefixes=("https://b.s3.amazonaws.com/",))
+    item = row_item({"uri": SIGNED}, rule=rule)
     assert item.uri == SIGNED  # what the workers read
     assert item.id.startswith("https://b.s3.amazonaws.com/a.wav?") and "b00c5b00c5" not in item.id
-    assert row_item({"uri": SIGNED.replace("b00c5b00c5", "0therS1g")}, base="/lists", prefix="").id == item.id
+    assert row_item({"uri": SIGNED.replace("b00c5b00c5", "0therS1g")}, rule=rule).id == item.id
 
 
 def test_manifest_and_dataset_card_are_redacted(tmp_path):
