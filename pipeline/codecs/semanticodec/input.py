@@ -73,12 +73,35 @@ def resampler(orig_rate: int, new_rate: int):
     """torchaudio's resampler for a rate pair, its sinc kernel built once per process.
 
     The kernel is computed in float32, as `torchaudio.functional.resample` does for float32
-    input, so the output is bit-identical to it (tests/test_audio.py) at a fraction of the cost
-    for short clips (the kernel build dominates there)."""
+    input, so the output is bit-identical to it (tests/audio/test_resample.py) at a fraction of
+    the cost for short clips (the kernel build dominates there). A rate pair whose kernel would
+    exceed `MAX_KERNEL_TAPS` is refused (`AudioInputError`), see `resampler_kernel_taps`."""
     import torch
     import torchaudio.transforms as T
 
+    taps = resampler_kernel_taps(orig_rate, new_rate)
+    if taps > MAX_KERNEL_TAPS:
+        raise AudioInputError(
+            f"sample rate {orig_rate} Hz cannot be resampled to {new_rate} Hz: for this rate ratio the "
+            f"resampler's kernel has {taps / 1e6:.0f} M taps ({taps * 4 / 2**30:.1f} GiB), over the "
+            f"{MAX_KERNEL_TAPS // 2**20} Mi supported; resample the file to a standard rate first")
     return T.Resample(orig_rate, new_rate, dtype=torch.float32)
+
+
+# torchaudio's kernel is [new/g, orig/g + 2 x width] for g = gcd(orig, new): tiny for the rates audio is
+# recorded at (44.1 kHz: 160 x 475), huge for a ratio in lowest terms (44,101 Hz: 16,000 x 44,135 taps,
+# 2.6 GiB, and as many multiply-adds per output sample). 16 Mi taps (64 MiB) admits every standard and
+# pull-down rate (44,056 Hz, the largest of them: 11 M taps).
+MAX_KERNEL_TAPS = 16 << 20
+LOWPASS_FILTER_WIDTH, ROLLOFF = 6, 0.99  # torchaudio's defaults, the official rule's
+
+
+def resampler_kernel_taps(orig_rate: int, new_rate: int) -> int:
+    """Elements of torchaudio's sinc resampling kernel for a rate pair (its own size rule)."""
+    g = math.gcd(int(orig_rate), int(new_rate))
+    orig, new = orig_rate // g, new_rate // g
+    width = math.ceil(LOWPASS_FILTER_WIDTH * orig / (min(orig, new) * ROLLOFF))
+    return new * (orig + 2 * width)
 
 
 def resampled_length(orig_rate: int, new_rate: int, length: int) -> int:
