@@ -1,6 +1,6 @@
 """Finding and reading SemantiCodec checkpoint files: hub, local folder or any fsspec URL.
 
-A location holds one of two layouts (spec 1.2; paths from `SemantiCodecVariant.files`), tried in
+A location holds one of two layouts (the paths come from `SemantiCodecVariant.files`), tried in
 this order:
 
 1. `repo`: a snapshot of the hub repo `haoheliu/SemantiCodec` (the hub itself, a

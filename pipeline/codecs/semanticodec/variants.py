@@ -74,7 +74,8 @@ class SemantiCodecVariant:
             math.log2(self.semantic_vocab_size) + math.log2(ACOUSTIC_VOCAB_SIZE)
         )
 
-    # --- published file layout (Hugging Face repo haoheliu/SemantiCodec, spec 1.2) ---
+    # --- published file layout (Hugging Face repo haoheliu/SemantiCodec: encoder.ckpt and decoder.ckpt per
+    # rate folder, the k-means codebooks under codebook_idx/ at the repo root) ---
     @property
     def folder(self) -> str:
         """This rate's folder at the repo root (encoder.ckpt, decoder.ckpt)."""
