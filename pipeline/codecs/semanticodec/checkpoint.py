@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import CheckpointError
+from ...fsutil import is_local_url
 from .file_hashes import sha256_of_file
 from .variants import LAYOUTS, SEMANTIC_VOCAB_SIZES, TOKEN_RATES, SemantiCodecVariant
 
@@ -83,7 +84,7 @@ class CheckpointSource:
     def kind(self) -> str:
         if self.location.startswith(HUB_PREFIX):
             return "hub"
-        if "://" in self.location and not self.location.startswith("file://"):
+        if not is_local_url(self.location):
             return "fsspec"
         return "local"
 
