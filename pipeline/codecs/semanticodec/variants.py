@@ -4,9 +4,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
-TOKEN_RATES = (100, 50, 25)
-SEMANTIC_VOCAB_SIZES = (4096, 8192, 16384, 32768)
+TokenRate = Literal[100, 50, 25]
+SemanticVocabSize = Literal[4096, 8192, 16384, 32768]
+Dtype = Literal["float32", "bfloat16"]  # the encoder's numerics (`precision.py`): any variant runs in either
+TOKEN_RATES: tuple[int, ...] = get_args(TokenRate)
+SEMANTIC_VOCAB_SIZES: tuple[int, ...] = get_args(SemanticVocabSize)
 ACOUSTIC_VOCAB_SIZE = 8192
 
 SAMPLE_RATE_HZ = 16000
