@@ -1,6 +1,7 @@
 """What every job's command line shares: parsers generated from the config dataclasses (one source
 of defaults, help text and choices: a field typed `Literal[...]` offers those values), and `run_cli`,
-which turns every way a job can end into an exit code and at most one line on stderr; logging and the Ray session of a job.
+which turns every way a job can end into an exit code and at most one line on stderr; logging and the
+Ray session of a job.
 
 Exit codes: 0 done; 1 a user mistake (one `error: ...` line) or an unexpected error; 2 a usage
 error (argparse); 70 a fault of the environment, a worker or the code stopped the run (one line
