@@ -93,7 +93,7 @@ def main() -> None:
                 sample = OutputFolder("s3://bench/run", {"s3": {"endpoint_url": endpoint}})
                 start = time.time()
                 files = sample.committed_files("tokens")[:500]
-                fs, _ = sample.filesystem()
+                fs = sample.fs
                 for path in files:
                     pq.read_table(path, columns=["id", "chunk_index", "num_chunks"], filesystem=fs)
                 per = (time.time() - start) / len(files)

@@ -16,6 +16,15 @@ def is_local_url(url: str) -> bool:
     return protocol_of(url) in LOCAL_PROTOCOLS
 
 
+def fs_protocol(fs) -> str:
+    """The protocol an fsspec filesystem is known by (its first name: s3fs is ("s3", "s3a"))."""
+    return fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+
+
+def is_local_fs(fs) -> bool:
+    return fs_protocol(fs) in LOCAL_PROTOCOLS
+
+
 def options_for(url: str, storage_options: dict | None) -> dict:
     return dict((storage_options or {}).get(protocol_of(url), {}))
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from pipeline.audio.ffmpeg import FFmpegReader
 from pipeline.audio.load import decode_item
 from pipeline.content_errors import admit_failure, is_content_error
 from pipeline.errors import AudioInputError
@@ -85,7 +86,7 @@ def test_decode_records_bad_bytes_and_raises_everything_else(monkeypatch):
     def broken(data):
         raise LIBRARY_MISSING
 
-    monkeypatch.setattr("pipeline.audio.load._Decode", broken)  # soundfile's library cannot be loaded
+    monkeypatch.setattr("pipeline.audio.load.READERS", (broken, FFmpegReader))  # libsndfile cannot be loaded
     good = SourceItem(id="y", uri="/y", data=flac_bytes(1.0, 0))
     with pytest.raises(OSError, match="libsndfile"):
         list(decode_item(good, chunk_windows=2, max_duration_s=60))

@@ -1,13 +1,13 @@
 """Reading the formats libsndfile cannot (AAC/M4A/MP4, WebM/Matroska, WMA, ...) with FFmpeg, via PyAV.
 
-`audio_decode` opens every input with soundfile first (WAV, FLAC, MP3, Ogg Vorbis/Opus, AIFF, ...);
-only bytes it does not recognise come here. FFmpeg is what torchaudio's own loader used for
-these formats, and PyAV's wheels carry their own FFmpeg, so nothing needs installing beside pip.
+`audio.load` tries soundfile first (WAV, FLAC, MP3, Ogg Vorbis/Opus, AIFF, ...); only bytes it
+refuses come here. FFmpeg is what torchaudio's own loader used for these formats, and PyAV's
+wheels carry their own FFmpeg, so nothing needs installing beside pip.
 
-The reader has the interface `audio_decode` uses for a soundfile handle: rate, channels, an
-estimated frame count (container durations are estimates: the decoded samples are trusted, as for
-MP3), and `blocks(first, count)` of channel 0 as float32, decoded from the start each time
-(seeking in compressed streams is not sample-exact).
+`FFmpegReader` is an `AudioReader` (pipeline/audio/readers.py): rate, channels, an estimated
+frame count (container durations are estimates: the decoded samples are trusted, as for MP3), and
+`blocks(first, count)` of channel 0 as float32, decoded from the start each time (seeking in
+compressed streams is not sample-exact).
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ import numpy as np
 
 from ..content_errors import ffmpeg_errors
 from ..errors import AudioInputError
+from .readers import READ_BLOCK_FRAMES, check_finite
 
 # FFmpeg sample formats → the scale to float32 in [-1, 1] (planar variants end in "p").
 _INTEGER_SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0, "s64": 9223372036854775808.0}
 
 
 class FFmpegDecodeError(AudioInputError):
-    pass
+    """FFmpeg's refusal of the bytes, in its own words."""
 
 
 class FFmpegReader:
@@ -56,7 +57,7 @@ class FFmpegReader:
     def close(self) -> None:
         pass  # every decode opens and closes its own container
 
-    def blocks(self, first: int, count: int | None, block: int = 1 << 18) -> Iterator[np.ndarray]:
+    def blocks(self, first: int, count: int | None, block: int = READ_BLOCK_FRAMES) -> Iterator[np.ndarray]:
         """Channel 0 of frames [first, first + count) (to the end when None), float32, in blocks of
         at least `block` frames (the last may be shorter)."""
         position, remaining = 0, math.inf if count is None else count
@@ -69,8 +70,7 @@ class FFmpegReader:
                 continue
             samples = samples[max(0, first - position):][: int(min(remaining, len(samples)))]
             position = end
-            if not np.isfinite(samples).all():
-                raise AudioInputError(f"{int((~np.isfinite(samples)).sum())} NaN/inf samples")
+            check_finite(samples)
             pending.append(samples)
             pending_frames += len(samples)
             remaining -= len(samples)

@@ -15,16 +15,17 @@ counted for the streamed path only up to `max_duration_s` (a Matroska that claim
 20 h stops decoding at the limit and fails there).
 
 With `resample=False` (`--resample-on encoder`) a decode task does not resample: each chunk of
-audio not at 16 kHz carries its resampler input span at the source rate (`audio.SpanCutter`,
+audio not at 16 kHz carries its resampler input span at the source rate (`resample.SpanCutter`,
 streamed the same way), and the encoder turns it into the same 16 kHz samples on its device
-(`encoding.resample_spans_on_device`). Chunk boundaries, lengths and every rule below are the same.
+(`tokenize.encode.resample_spans_on_device`). Chunk boundaries, lengths and every rule below are the same.
 
 Rules a decode enforces (each breach is a `Failure` with stage "decode", never retryable):
 - Lengths: WAV/FLAC/Ogg headers give exact frame counts and a file that decodes short of its
   header is truncated. MP3's count is libsndfile's estimate, so for MP3 the decoded samples are
   trusted; a mismatch over `LENGTH_MISMATCH_WARN` is logged and noted in the chunks' meta. Formats
   libsndfile does not read (AAC/M4A/MP4, WebM/Matroska, WMA, ...) are decoded with FFmpeg
-  (`audio_ffmpeg`, PyAV), their container durations treated as MP3's estimates.
+  (`ffmpeg.FFmpegReader`, PyAV), their container durations treated as MP3's estimates. The bytes
+  are opened by the first reader that takes them (`readers.open_audio`: soundfile, then FFmpeg).
 - Segments: `end_s` may lie at most max(`SEGMENT_END_TOLERANCE_S`, `SEGMENT_END_TOLERANCE` x the
   segment) past the file's end (the segment then ends with the file); further out the manifest
   does not describe this file and the input fails ("segment 10-20 s requested, file is 12.3 s").
@@ -43,7 +44,6 @@ streamed decode) supersedes them: the caller drops that input's chunks.
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 from collections.abc import Iterator
@@ -52,19 +52,19 @@ import numpy as np
 
 from ..codecs.semanticodec.input import resampled_length, resampler
 from ..codecs.semanticodec.variants import SAMPLE_RATE_HZ, SEGMENT_SAMPLES
-from ..content_errors import content_error_types, libsndfile_errors
+from ..content_errors import content_error_types
 from ..errors import AudioInputError
 from ..records import STAGE_DECODE, AudioChunk, ChunkInfo, Failure, SourceItem
+from .ffmpeg import FFmpegReader
+from .libsndfile import SoundfileReader
+from .readers import READ_BLOCK_FRAMES, AudioDecodeError, AudioReader, open_audio
 from .resample import SpanCutter, StreamingResampler
 
 log = logging.getLogger(__name__)
 
-READ_BLOCK_FRAMES = 1 << 18  # source frames per read
+READERS = (SoundfileReader, FFmpegReader)  # tried in this order (`readers.open_audio`)
 ONE_READ_SAMPLES = 1 << 22  # a short input with at most this many samples (all channels) is read at once
-ESTIMATED_LENGTH_FORMATS = ("MP3",)  # libsndfile formats whose frame count is an estimate
-FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
 LENGTH_MISMATCH_WARN = 0.01
-UNKNOWN_FRAMES = 1 << 62  # libsndfile's frame count of a stream whose header leaves it unknown (SF_COUNT_MAX)
 SEGMENT_END_TOLERANCE_S = 0.5
 SEGMENT_END_TOLERANCE = 0.01
 
@@ -75,95 +75,23 @@ def decode_item(item: SourceItem, *, chunk_windows: int, max_duration_s: float,
 
     `resample=False` leaves the resampling to the encoder: a chunk of audio not at 16 kHz then
     carries its resampler input span (`AudioChunk.resample_from` = the source rate), see
-    `audio.SpanCutter`."""
+    `resample.SpanCutter`."""
     if item.failure is not None:
         yield item.failure
         return
     try:
-        source = _open(item.data)
+        source = open_audio(item.data, READERS)
         try:
             chunk_samples = chunk_windows * SEGMENT_SAMPLES
             spans = not resample and SpanCutter.supported(source.rate, SAMPLE_RATE_HZ, chunk_samples)
-            yield from _decode(item, source, chunk_samples, max_duration_s, spans)
+            yield from _chunks(item, source, chunk_samples, max_duration_s, spans)
         finally:
             source.close()
     except content_error_types(STAGE_DECODE) as error:  # the input's own bytes (pipeline/content_errors.py)
         yield Failure.from_error(item.id, item.uri, STAGE_DECODE, error)
 
 
-class AudioDecodeError(AudioInputError):
-    """Bytes that neither soundfile nor FFmpeg can decode (corrupt, truncated, not audio)."""
-
-
-def _open(data: bytes | None):
-    """The input opened with soundfile (libsndfile: WAV, FLAC, MP3, Ogg, AIFF, ...), or, for a format
-    libsndfile does not know (AAC/M4A, WebM, WMA, ...), with FFmpeg (`audio_ffmpeg`)."""
-    from .ffmpeg import FFmpegReader
-
-    if not data:
-        raise AudioDecodeError("empty file (0 bytes)")
-    try:
-        return _Decode(data)
-    except AudioDecodeError as soundfile_error:
-        try:
-            reader = FFmpegReader(data)
-        except AudioInputError as ffmpeg_error:
-            raise AudioDecodeError(f"{str(soundfile_error).rstrip('.')}; {ffmpeg_error}") from None
-        if reader.rate <= 0:
-            raise AudioDecodeError(f"invalid sample rate {reader.rate}") from None
-        return reader
-
-
-class _Decode:
-    """The open file and what is known of it: rate, channels, exact or estimated length."""
-
-    def __init__(self, data: bytes) -> None:
-        import soundfile as sf
-
-        self.buffer = io.BytesIO(data)
-        try:
-            self.handle = sf.SoundFile(self.buffer)
-        except libsndfile_errors() as error:
-            raise self.decode_error(error) from error
-        self.rate, self.channels, self.frames = self.handle.samplerate, self.handle.channels, self.handle.frames
-        self.format = self.handle.format
-        self.exact_length = self.handle.format not in ESTIMATED_LENGTH_FORMATS
-        self.float_audio = self.handle.subtype in FLOAT_SUBTYPES
-        self.peak = 0.0
-        if self.rate <= 0:
-            raise AudioDecodeError(f"invalid sample rate {self.rate}")
-        if self.frames >= UNKNOWN_FRAMES:  # a FLAC stream that does not record its length: FFmpeg counts it
-            self.close()
-            raise AudioDecodeError(f"{self.format} header gives no length")
-
-    def close(self) -> None:
-        self.handle.close()
-
-    def decode_error(self, error: BaseException) -> AudioDecodeError:
-        message = str(error).replace(f"Error opening {self.buffer!r}: ", "")
-        return AudioDecodeError(f"soundfile cannot decode it: {message}")
-
-    def blocks(self, first: int, count: int | None, block: int = READ_BLOCK_FRAMES) -> Iterator[np.ndarray]:
-        """Channel 0 of frames [first, first + count) (to the end when None), float32, block by block."""
-        try:
-            self.handle.seek(first)
-            remaining = math.inf if count is None else count
-            while remaining > 0:
-                frames = self.handle.read(int(min(block, remaining)), dtype="float32", always_2d=True)
-                if len(frames) == 0:
-                    return
-                samples = np.ascontiguousarray(frames[:, 0])
-                if not np.isfinite(samples).all():
-                    raise AudioInputError(f"{int((~np.isfinite(samples)).sum())} NaN/inf samples")
-                if self.float_audio and len(samples):
-                    self.peak = max(self.peak, float(np.abs(samples).max()))
-                remaining -= len(samples)
-                yield samples
-        except libsndfile_errors() as error:
-            raise self.decode_error(error) from error
-
-
-def _decode(item: SourceItem, source: _Decode, chunk_samples: int, max_duration_s: float,
+def _chunks(item: SourceItem, source: AudioReader, chunk_samples: int, max_duration_s: float,
             spans: bool = False) -> Iterator[AudioChunk]:
     """`spans` (resampling left to the encoder): `_cut_spans` replaces both resampling paths."""
     warnings: list[str] = []
@@ -190,7 +118,7 @@ def _decode(item: SourceItem, source: _Decode, chunk_samples: int, max_duration_
         yield from _cut_spans(item, source, source.blocks(first, last - first), last - first, chunk_samples, warnings)
         return
     if last - first > whole_frames:
-        yield from _decode_streamed(item, source, first, last, chunk_samples, warnings)
+        yield from _stream_chunks(item, source, first, last, chunk_samples, warnings)
         return
     one_read = (last - first) * source.channels <= ONE_READ_SAMPLES
     samples = _concatenate(source.blocks(first, last - first, block=max(1, last - first) if one_read else READ_BLOCK_FRAMES))
@@ -218,7 +146,7 @@ def _count_frames(item: SourceItem, source, max_duration_s: float) -> int:
     return counted
 
 
-def _check_duration(source: _Decode, first: int, last: int, max_duration_s: float) -> None:
+def _check_duration(source: AudioReader, first: int, last: int, max_duration_s: float) -> None:
     if (last - first) / source.rate > max_duration_s:
         raise AudioInputError(f"{(last - first) / source.rate:.0f} s of audio is over the {max_duration_s:.0f} s limit")
 
@@ -236,14 +164,14 @@ def _segment(item: SourceItem, rate: int, frames: int) -> tuple[int, int]:
     return first, min(last, frames)
 
 
-def _check_estimate(item: SourceItem, source: _Decode, decoded: int, warnings: list[str]) -> None:
+def _check_estimate(item: SourceItem, source: AudioReader, decoded: int, warnings: list[str]) -> None:
     if source.frames and abs(decoded - source.frames) > LENGTH_MISMATCH_WARN * source.frames:
         warnings.append(f"{source.format} header says {source.frames} frames, {decoded} decoded "
                         "(estimated length; decoded samples kept)")
         log.warning("%s: %s", item.id, warnings[-1])
 
 
-def _resample_and_cut(item, source: _Decode, samples: np.ndarray, chunk_samples: int,
+def _resample_and_cut(item, source: AudioReader, samples: np.ndarray, chunk_samples: int,
                       warnings: list[str]) -> Iterator[AudioChunk]:
     """The exact official path: the whole segment resampled at once, then cut into chunks."""
     import torch
@@ -260,8 +188,8 @@ def _resample_and_cut(item, source: _Decode, samples: np.ndarray, chunk_samples:
                      chunk_samples, warnings)
 
 
-def _decode_streamed(item, source: _Decode, first: int, last: int, chunk_samples: int,
-                     warnings) -> Iterator[AudioChunk]:
+def _stream_chunks(item, source: AudioReader, first: int, last: int, chunk_samples: int,
+                   warnings) -> Iterator[AudioChunk]:
     """Block by block through the streaming resampler; a chunk is yielded as soon as it is full."""
     total = resampled_length(source.rate, SAMPLE_RATE_HZ, last - first)
     count = max(1, math.ceil(total / chunk_samples))
@@ -293,7 +221,8 @@ def _decode_streamed(item, source: _Decode, first: int, last: int, chunk_samples
         raise RuntimeError(f"resampled length mismatch: {index} of {count} chunks")  # a bug, not the input
 
 
-def _cut_spans(item, source: _Decode, blocks, length: int, chunk_samples: int, warnings) -> Iterator[AudioChunk]:
+def _cut_spans(item, source: AudioReader, blocks, length: int, chunk_samples: int,
+               warnings) -> Iterator[AudioChunk]:
     """Chunks holding resampler input spans at the source rate, for the encoder to resample."""
     if length == 0:
         raise AudioInputError("no samples (0-length audio)")
@@ -318,13 +247,13 @@ def _cut_spans(item, source: _Decode, blocks, length: int, chunk_samples: int, w
     yield from chunks(cutter.finish())
 
 
-def _check_peak(item: SourceItem, source: _Decode, warnings: list[str]) -> None:
+def _check_peak(item: SourceItem, source: AudioReader, warnings: list[str]) -> None:
     if source.peak > 1.0 and not any(w.startswith("peak") for w in warnings):
         warnings.append(f"peak {source.peak:.2g} > 1.0: float audio not in [-1, 1]")
         log.warning("%s: peak %.3g > 1.0: float audio not in [-1, 1] (tokenized as it is)", item.id, source.peak)
 
 
-def _chunk(item: SourceItem, source: _Decode, samples: np.ndarray, index: int, count: int, chunk_samples: int,
+def _chunk(item: SourceItem, source: AudioReader, samples: np.ndarray, index: int, count: int, chunk_samples: int,
            warnings: list[str], *, span_output: int | None = None) -> AudioChunk:
     """A chunk of 16 kHz `samples`, or (`span_output` given) a resampler input span at the source
     rate that the encoder turns into `span_output` 16 kHz samples."""

@@ -1,6 +1,7 @@
 """What every job's command line shares: parsers generated from the config dataclasses (one source
-of defaults, help text and choices), and `run_cli`, which turns every way a job can end into an
-exit code and at most one line on stderr; logging and the Ray session of a job.
+of defaults, help text and choices: a field typed `Literal[...]` offers those values), and `run_cli`,
+which turns every way a job can end into an exit code and at most one line on stderr; logging and the
+Ray session of a job.
 
 Exit codes: 0 done; 1 a user mistake (one `error: ...` line) or an unexpected error; 2 a usage
 error (argparse); 70 a fault of the environment, a worker or the code stopped the run (one line
@@ -61,14 +62,29 @@ def count_or_range(value: str) -> int | tuple[int, int]:
 
 
 def _value_parser(hint) -> Callable[[str], object]:
-    """The argparse `type` for a field annotation: str, int, float, or N|MIN-MAX (optional or not)."""
-    options = [a for a in typing.get_args(hint) if a is not type(None)] if _is_union(hint) else [hint]
+    """The argparse `type` for a field annotation: str, int, float, N|MIN-MAX or a Literal's values'
+    type (optional or not)."""
+    options = _options(hint)
     if any(typing.get_origin(a) is tuple for a in options):
         return count_or_range
+    choices = _choices(hint)
+    if choices:
+        return type(choices[0])
     for kind in (int, float, str):
         if kind in options:
             return kind
     raise TypeError(f"no command-line parser for a field of type {hint}")
+
+
+def _choices(hint) -> tuple | None:
+    """The values of a `Literal[...]` annotation (optional or not); None for any other type."""
+    literals = [a for a in _options(hint) if typing.get_origin(a) is typing.Literal]
+    return typing.get_args(literals[0]) if literals else None
+
+
+def _options(hint) -> list:
+    """The types a field may hold, None left out."""
+    return [a for a in typing.get_args(hint) if a is not type(None)] if _is_union(hint) else [hint]
 
 
 def _is_list(hint) -> bool:
@@ -136,7 +152,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser(config_cls, description: str, prog: str | None = None) -> argparse.ArgumentParser:
     """An argparse parser with one option per field of `config_cls` (a dataclass whose fields carry
-    `help`, and optionally `choices`, `metavar`, `flag`, `required` metadata)."""
+    `help`, and optionally `metavar`, `flag`, `required`, `nargs`, `const` metadata; a field typed
+    `Literal[...]` takes only those values)."""
     parser = _Parser(prog=prog, description=description, formatter_class=_HelpFormatter)
     hints = typing.get_type_hints(config_cls)
     for index, (cls, group_fields) in enumerate(_field_groups(config_cls)):
@@ -151,9 +168,12 @@ def build_parser(config_cls, description: str, prog: str | None = None) -> argpa
                 kwargs.update(action="append", type=str, metavar=f.metadata.get("metavar"))
             else:
                 kwargs["type"] = _value_parser(hints[f.name])
-                if "choices" not in f.metadata:
+                choices = _choices(hints[f.name])
+                if choices:
+                    kwargs["choices"] = choices
+                else:
                     kwargs["metavar"] = METAVARS.get(kwargs["type"])
-                for key in ("choices", "metavar", "required", "nargs", "const"):
+                for key in ("metavar", "required", "nargs", "const"):
                     if f.metadata.get(key) is not None:
                         kwargs[key] = f.metadata[key]
             group.add_argument(_option_name(f), **kwargs)

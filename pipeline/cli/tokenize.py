@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+from ..fsutil import is_local_url
 from ..output.folder import FAILURES_DIR, RETRYABLE_DIR
 from ..tokenize.config import TokenizeConfig
 from .common import (
@@ -126,11 +127,10 @@ def failure_examples(output: str, storage_options: dict, kind: str, types: set[s
     from ..output.folder import OutputFolder
 
     folder = OutputFolder(output, storage_options or None)
-    fs, _ = folder.filesystem()
     examples: dict[str, list] = {}
     try:
         for path in folder.committed_files(kind):
-            table = pq.read_table(path, columns=["id", "error_type", "message"], filesystem=fs)
+            table = pq.read_table(path, columns=["id", "error_type", "message"], filesystem=folder.fs)
             for row in table.to_pylist():
                 found = examples.setdefault(row["error_type"], [])
                 if len(found) < per_type:
@@ -149,7 +149,7 @@ def _tokenize_qa(config: TokenizeConfig) -> None:
     from ..report.spot_check import run_spot_check
     from ..sources.listing import listing_root
 
-    local = "://" not in config.output or config.output.startswith("file://")
+    local = is_local_url(config.output)
     report_dir = config.qa_report or (join_url(config.output, "qa_report") if local else "qa_report")
     s3 = {f.name: getattr(config, f.name) for f in dataclasses.fields(SpotCheckConfig)
           if f.name in ("s3_endpoint_url", "s3_region", "aws_profile", "s3_anon")}

@@ -1,19 +1,19 @@
 """Export a token output to Megatron-LM / GPT-NeoX indexed binary files.
 
     python jobs/export_corpus.py --tokens OUT --output DIR [--layout interleaved|parallel] [--bos] [--no-eos]
+    semanticodec-export --tokens s3://bucket/tokens/run1 --output DIR --s3-endpoint-url URL
 
 Writes DIR/tokens.{bin,idx} (interleaved) or DIR/semantic.{bin,idx} + DIR/acoustic.{bin,idx}
 (parallel), one sequence per clip (chunk) in shard order, DIR/vocab.json describing the id
 layout, special tokens and the codec provenance, and DIR/documents.jsonl: line k says where
 sequence k comes from (id, chunk_index, num_chunks, uri, source_start_s, source_end_s: the span of
 the object at uri it covers, null in files written before spans). --tokens may be local or any
-fsspec URL. Inputs that are not complete (a chunk missing, or a failure recorded) are left out and
+fsspec URL (the S3 options are those of the tokenize job). Inputs that are not complete (a chunk missing, or a failure recorded) are left out and
 counted.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -21,7 +21,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..redaction import redact, terminal_line
 from .indexed import IndexedWriter
-from .layout import LAYOUTS, TokenLayout
+from .layout import LayoutName, TokenLayout
 from .reader import TokenCorpus
 
 SUMMARY_KEYS = ("layout", "vocab_size", "dtype", "documents", "tokens", "files", "left_out")
@@ -29,7 +29,7 @@ DOCUMENTS_FILE = "documents.jsonl"
 SHOWN_IDS = 5
 
 
-def export(tokens: str, output: str, layout_name: str = "interleaved", bos: bool = False, eos: bool = True,
+def export(tokens: str, output: str, layout_name: LayoutName = "interleaved", bos: bool = False, eos: bool = True,
            storage_options: dict | None = None) -> dict:
     """Write the indexed files and vocab.json; returns the vocab.json content."""
     corpus = TokenCorpus(tokens, storage_options)
@@ -63,30 +63,3 @@ def export(tokens: str, output: str, layout_name: str = "interleaved", bos: bool
         print(terminal_line(f"left out {len(corpus.index.incomplete_ids)} incomplete inputs (a chunk missing or a "
                             f"failure recorded; a rerun of the tokenize job completes them): {shown}"), file=sys.stderr)
     return vocab
-
-
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    def _get_help_string(self, action):
-        return action.help + " (required)" if action.required else super()._get_help_string(action)
-
-
-def parser() -> argparse.ArgumentParser:
-    cli = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
-    cli.add_argument("--tokens", required=True, help="token output folder of a tokenize run (local or fsspec URL)")
-    cli.add_argument("--output", required=True, help="folder for the .bin/.idx files and vocab.json")
-    cli.add_argument("--layout", default="interleaved", choices=LAYOUTS,
-                     help="interleaved: [s0, a0, s1, a1, ...] in one vocabulary; parallel: two aligned streams")
-    cli.add_argument("--bos", action="store_true", help="start each clip with a BOS token")
-    cli.add_argument("--no-eos", action="store_true", help="do not end each clip with an EOS token")
-    return cli
-
-
-def main(argv=None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        vocab = export(args.tokens, args.output, args.layout, args.bos, not args.no_eos)
-    except UserError as error:
-        print(terminal_line(f"error: {error}"), file=sys.stderr)
-        return 1
-    print(json.dumps({k: vocab[k] for k in SUMMARY_KEYS}, indent=2))
-    return 0

@@ -9,10 +9,12 @@ parallel:    two aligned streams (semantic, acoustic), each in its own vocabular
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 
-LAYOUTS = ("interleaved", "parallel")
+LayoutName = Literal["interleaved", "parallel"]
+LAYOUTS: tuple[str, ...] = get_args(LayoutName)
 SPECIALS = ("bos", "eos", "sep")
 
 
@@ -20,7 +22,7 @@ SPECIALS = ("bos", "eos", "sep")
 class TokenLayout:
     semantic_vocab_size: int
     acoustic_vocab_size: int = 8192
-    layout: str = "interleaved"
+    layout: LayoutName = "interleaved"
     bos: bool = False
     eos: bool = True
     sep: bool = False

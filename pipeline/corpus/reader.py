@@ -64,7 +64,7 @@ class TokenCorpus:
     def __init__(self, url: str, storage_options: dict | None = None) -> None:
         self.url = url
         self.output = OutputFolder(url, storage_options)
-        self.fs, _ = self.output.filesystem()
+        self.fs = self.output.fs
         self._arrow_fs = None if self.output.is_local else self.fs  # pyarrow's own local reads are faster
         self.shards = self.output.committed_files(TOKENS_DIR)
         if not self.shards:

@@ -10,11 +10,9 @@ says what a user needs before training on the tokens: codec, weights, counts, co
 from __future__ import annotations
 
 import json
-import os
-import uuid
 
 from ..redaction import redact
-from .folder import FAILURES_DIR, MANIFEST_FILE, PROVENANCE_KEY, TMP_DIR, TOKENS_DIR, OutputFolder
+from .folder import FAILURES_DIR, MANIFEST_FILE, PROVENANCE_KEY, TOKENS_DIR, OutputFolder
 from .schema import FAILURES_SCHEMA_VERSION, TOKENS_SCHEMA_VERSION, load_schema_file
 
 CARD_FILE = "README.md"
@@ -27,9 +25,8 @@ def write_dataset_card(output_url: str, storage_options: dict | None = None, *, 
     """Write OUT/README.md from the committed shards and manifest.json; returns its path.
     `repo_id`: the Hub dataset repo to name in the loading example (default: the folder)."""
     output = OutputFolder(output_url, storage_options)
-    path = output.path(CARD_FILE)
-    _write_text(output, path, dataset_card(output, repo_id))
-    return path
+    output.publish(CARD_FILE, dataset_card(output, repo_id).encode())
+    return output.path(CARD_FILE)
 
 
 def dataset_card(output: OutputFolder, repo_id: str | None = None) -> str:
@@ -153,19 +150,6 @@ def _provenance(output: OutputFolder, manifest: dict) -> dict:
         return {}
     import pyarrow.parquet as pq
 
-    fs, _ = output.filesystem()
-    metadata = pq.read_schema(shards[0], filesystem=fs).metadata or {}
+    metadata = pq.read_schema(shards[0], filesystem=output.fs).metadata or {}
     return json.loads(metadata.get(PROVENANCE_KEY.encode(), b"{}"))
 
-
-def _write_text(output: OutputFolder, path: str, text: str) -> None:
-    fs, root = output.filesystem()
-    data = text.encode()
-    if not output.is_local:  # object stores: one PUT, whole or nothing
-        fs.pipe_file(path, data)
-        return
-    os.makedirs(f"{root}/{TMP_DIR}", exist_ok=True)
-    tmp = f"{root}/{TMP_DIR}/card-{uuid.uuid4().hex}.md"
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)

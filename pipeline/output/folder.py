@@ -39,12 +39,14 @@ import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from ..errors import OutputError
+from ..fsutil import is_local_fs, url_to_fs
 from .identity import ID_RULE_KEY, LEGACY_ID_RULE
 from .schema import FAILURES_SCHEMA_VERSION, TOKENS_SCHEMA_VERSION, arrow_schema
 from .supersede import declared_void, relative_shard
@@ -140,37 +142,53 @@ def shard_digest(keys: list[tuple[str, int]]) -> str:
 
 @dataclass(frozen=True)
 class OutputFolder:
-    """An output folder addressed by URL; `storage_options` per protocol ({"s3": {...}})."""
+    """An output folder addressed by URL; `storage_options` per protocol ({"s3": {...}}).
+
+    Its filesystem is resolved once, on first use (`fs`, `root`); the folder owns what is done
+    with it: listing the committed shards, publishing a file atomically, the write probe."""
 
     url: str
     storage_options: dict | None = None
 
-    def filesystem(self):
-        from ..fsutil import url_to_fs
-
+    @cached_property
+    def _resolved(self) -> tuple:
         fs, root = url_to_fs(self.url, self.storage_options)
         return fs, root.rstrip("/")
 
     @property
+    def fs(self):
+        """The folder's fsspec filesystem."""
+        return self._resolved[0]
+
+    @property
+    def root(self) -> str:
+        """The folder's path on `fs` (no trailing slash)."""
+        return self._resolved[1]
+
+    @property
     def is_local(self) -> bool:
-        return _is_local(self.filesystem()[0])
+        return is_local_fs(self.fs)
 
     def path(self, *parts: str) -> str:
-        return "/".join([self.filesystem()[1], *parts])
+        return "/".join([self.root, *parts])
 
     def committed_files(self, kind: str) -> list[str]:
-        fs, root = self.filesystem()
+        """The paths of the committed shards of one folder (tokens/, failures/, retryable/), sorted."""
+        return [path for path, _ in self._listing(kind)]
+
+    def files(self) -> dict[str, int]:
+        """{path relative to the folder: bytes} of every file under it ({} when it does not exist)."""
         try:
-            names = fs.ls(f"{root}/{kind}", detail=False)
+            found = self.fs.find(self.root, detail=True)
         except FileNotFoundError:
-            return []
-        return sorted(n for n in names if n.rsplit("/", 1)[-1].startswith("part-") and n.endswith(".parquet"))
+            return {}
+        return {path[len(self.root):].lstrip("/"): int(info.get("size") or 0) for path, info in found.items()}
 
     def committed_keys(self, threads: int = KEY_READ_THREADS) -> CommittedKeys:
         """The committed keys and counts, with the supersede rule applied. Each shard's footer holds
         them (`pipeline.keys`), so one ranged read per shard suffices, run in parallel; shards
         without it fall back to the key columns."""
-        fs, _ = self.filesystem()
+        fs = self.fs
         keys = CommittedKeys()
         listings = {kind: self._listing(kind) for kind in (TOKENS_DIR, FAILURES_DIR, RETRYABLE_DIR)}
         keys.token_files, keys.failure_files = len(listings[TOKENS_DIR]), len(listings[FAILURES_DIR])
@@ -206,13 +224,12 @@ class OutputFolder:
         """Each row's error type, in order: from the footer, or (older shards) the column."""
         if "types" in summary:
             return summary["types"]
-        fs, root = self.filesystem()
-        return pq.read_table(f"{root}/{shard}", columns=["error_type"], filesystem=fs)["error_type"].to_pylist()
+        return pq.read_table(self.path(shard), columns=["error_type"], filesystem=self.fs)["error_type"].to_pylist()
 
     def failure_rows(self, void: dict[str, set[str]] | None = None,
                      threads: int = KEY_READ_THREADS) -> list[dict]:
         """Every row of failures/ that is not void: {id, stage, error_type, shard}."""
-        fs, _ = self.filesystem()
+        fs = self.fs
         void = void or {}
 
         def rows(path: str) -> list[dict]:
@@ -226,7 +243,7 @@ class OutputFolder:
     def drop_superseded(self, void: dict[str, set[str]]) -> list[str]:
         """Remove void rows: each shard holding some is rewritten in place (same name: one atomic
         replace) without them, or deleted when none is left (returned). Safe to repeat or to interrupt."""
-        fs, root = self.filesystem()
+        fs, root = self.fs, self.root
         removed = []
         for shard, ids in sorted(void.items()):
             path = f"{root}/{shard}"
@@ -247,10 +264,9 @@ class OutputFolder:
         return removed
 
     def _listing(self, kind: str) -> list[tuple[str, int]]:
-        """(path, size) of the committed shards of one folder: one listing call."""
-        fs, root = self.filesystem()
+        """(path, size) of the committed shards (`part-*.parquet`) of one folder, sorted: one listing call."""
         try:
-            entries = fs.ls(f"{root}/{kind}", detail=True)
+            entries = self.fs.ls(self.path(kind), detail=True)
         except FileNotFoundError:
             return []
         return sorted((e["name"], int(e.get("size") or 0)) for e in entries
@@ -258,31 +274,29 @@ class OutputFolder:
 
     def clear(self) -> None:
         """Delete everything this pipeline writes (for --overwrite); other files are left alone."""
-        fs, root = self.filesystem()
         for name in (TOKENS_DIR, FAILURES_DIR, RETRYABLE_DIR, TMP_DIR, MANIFEST_FILE, FINGERPRINT_FILE, "README.md"):
-            if fs.exists(f"{root}/{name}"):
-                fs.rm(f"{root}/{name}", recursive=True)
+            if self.fs.exists(self.path(name)):
+                self.fs.rm(self.path(name), recursive=True)
 
     def write_shard(self, kind: str, table: pa.Table, provenance: dict | None = None,
                     supersedes: dict[str, list[str]] | None = None) -> str:
         """Write one table as a committed shard named by its row keys; returns the shard path.
         `supersedes`: the old rows its rows replace (the supersede rule), recorded in its footer."""
-        _, root = self.filesystem()
         chunks = table["chunk_index"].to_pylist() if "chunk_index" in table.column_names else [0] * len(table)
         name = f"part-{shard_digest(list(zip(table['id'].to_pylist(), chunks, strict=True)))}.parquet"
         metadata = dict(table.schema.metadata or {})
         if provenance is not None:
             metadata[PROVENANCE_KEY.encode()] = json.dumps(provenance, sort_keys=True).encode()
         self.publish(f"{kind}/{name}", _parquet_bytes(table, metadata, supersedes))
-        return f"{root}/{kind}/{name}"
+        return self.path(kind, name)
 
     def publish(self, relative: str, data: bytes) -> None:
         """Write a file so that readers see it whole or not at all. An OS error (a full disk, a
         read-only or denied folder) is an OutputError in one line, with the path and the system's
         own words, and the temporary file is removed."""
-        fs, root = self.filesystem()
+        fs, root = self.fs, self.root
         final = f"{root}/{relative}"
-        if not _is_local(fs):  # object stores: one PUT creates the object whole, or not at all
+        if not self.is_local:  # object stores: one PUT creates the object whole, or not at all
             try:
                 fs.pipe_file(final, data)
             except OSError as error:
@@ -303,9 +317,8 @@ class OutputFolder:
             raise OutputError(f"cannot write {final}: {_os_words(error)}") from error
 
     def read_json(self, relative: str) -> dict | None:
-        fs, root = self.filesystem()
         try:
-            return json.loads(fs.cat_file(f"{root}/{relative}"))
+            return json.loads(self.fs.cat_file(self.path(relative)))
         except FileNotFoundError:
             return None
 
@@ -333,9 +346,8 @@ class OutputFolder:
 
     def _read_fingerprint(self) -> dict | None:
         """The recorded fingerprint, None when there is none; damaged content is a one-line OutputError."""
-        fs, root = self.filesystem()
         try:
-            raw = fs.cat_file(f"{root}/{FINGERPRINT_FILE}")
+            raw = self.fs.cat_file(self.path(FINGERPRINT_FILE))
         except FileNotFoundError:
             return None
         try:
@@ -363,14 +375,24 @@ class OutputFolder:
                               f"corpora. {fix}")
 
     def probe_writable(self) -> None:
-        """Write and delete a small object under _tmp/ (missing bucket, no PutObject, read-only folder)."""
-        relative = f"{TMP_DIR}/write-probe-{uuid.uuid4().hex}"
-        fs, root = self.filesystem()
+        """Write and delete a small file under _tmp/, so that a missing bucket, a denied PutObject or a
+        read-only folder shows before any work is done: an OutputError in one line. Other errors of
+        the backend (unreachable, throttled, ...) propagate: the caller knows which of them are a
+        user's to fix."""
+        probe = self.path(TMP_DIR, f"write-probe-{uuid.uuid4().hex}")
         try:
-            self.publish(relative, b"probe")
-            fs.rm(f"{root}/{relative}")
-        except Exception as error:  # the backend's own error says why (permission, no bucket, ...)
-            raise OutputError(f"cannot write to the output {self.url}: {type(error).__name__}: {error}") from error
+            if self.is_local:  # (s3fs's makedirs would create a missing bucket)
+                self.fs.makedirs(self.path(TMP_DIR), exist_ok=True)
+            self.fs.pipe_file(probe, b"write probe; deleted at once\n")
+            self.fs.rm_file(probe)
+        except PermissionError as error:
+            raise OutputError(f"cannot write to output {self.url}: permission denied (for S3: s3:PutObject and "
+                              "s3:DeleteObject on the prefix)") from error
+        except (NotADirectoryError, FileExistsError) as error:
+            raise OutputError(f"cannot create output {self.url}: a parent of it is a file") from error
+        except FileNotFoundError as error:
+            raise OutputError(f"cannot write to output {self.url}: "
+                              f"{'no such folder' if self.is_local else 'the bucket does not exist'}") from error
 
 
 def _parquet_bytes(table: pa.Table, metadata: dict, supersedes: dict[str, list[str]] | None) -> bytes:
@@ -441,11 +463,6 @@ def _differences(old: dict, new: dict, prefix: str = "") -> dict:
         elif a != b:
             out[f"{prefix}{key}"] = (a, b)
     return out
-
-
-def _is_local(fs) -> bool:
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return protocol in ("file", "local")
 
 
 def tokens_table(rows: list[dict]) -> pa.Table:

@@ -46,12 +46,7 @@ def files_to_push(output: OutputFolder | str, storage_options: dict | None = Non
 
 def _committed_sizes(output: OutputFolder) -> dict[str, int]:
     """{repo path: bytes} of the output's files that `PUSH_PATTERNS` select."""
-    fs, root = output.filesystem()
-    try:
-        found = fs.find(root, detail=True)
-    except FileNotFoundError:
-        found = {}
-    sizes = {path[len(root):].lstrip("/"): int(info.get("size") or 0) for path, info in found.items()}
+    sizes = output.files()
     return {name: sizes[name] for name in
             filter_repo_objects(sizes, allow_patterns=PUSH_PATTERNS, ignore_patterns=IGNORE_PATTERNS)}
 
@@ -83,12 +78,11 @@ def push_to_hub(output_url: str, repo_id: str, *, token: str | None = None, priv
         raise HubError(f"no Hugging Face token to push to {repo_id}: run `hf auth login` or set HF_TOKEN")
     api = HfApi(endpoint=endpoint, token=token)
     card = dataset_card(output, repo_id).encode()
-    fs, root = output.filesystem()
     batches = commit_batches({name: size for name, size in sizes.items() if name != CARD_FILE})
     try:
         url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         for number, batch in enumerate(batches, 1):
-            operations = [CommitOperationAdd(name, _content(output, fs, f"{root}/{name}")) for name in batch]
+            operations = [CommitOperationAdd(name, _content(output, name)) for name in batch]
             if number == len(batches):  # the card last: it describes the complete upload
                 operations.append(CommitOperationAdd(CARD_FILE, card))
             api.create_commit(repo_id, operations, repo_type="dataset",
@@ -99,9 +93,9 @@ def push_to_hub(output_url: str, repo_id: str, *, token: str | None = None, priv
     return str(url)
 
 
-def _content(output: OutputFolder, fs, path: str):
-    """A local path as is (uploaded from disk), a remote file as its bytes."""
-    return path if output.is_local else fs.cat_file(path)
+def _content(output: OutputFolder, name: str):
+    """A local file as its path (uploaded from disk), a remote one as its bytes."""
+    return output.path(name) if output.is_local else output.fs.cat_file(output.path(name))
 
 
 def _reason(error: Exception) -> str:

@@ -59,10 +59,9 @@ class WriterLease:
         return json.dumps({**self.owner, "beat": self.beat, "heartbeat_at": time.time()}).encode()
 
     def _create_exclusive(self) -> bool:
-        fs, root = self.output.filesystem()
-        path = self._path()
+        fs, path = self.output.fs, self._path()
         if self.output.is_local:
-            fs.makedirs(root, exist_ok=True)
+            fs.makedirs(self.output.root, exist_ok=True)
             try:
                 descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
@@ -79,9 +78,8 @@ class WriterLease:
         return True
 
     def _read_raw(self) -> bytes | None:
-        fs, _ = self.output.filesystem()
         try:
-            return fs.cat_file(self._path())
+            return self.output.fs.cat_file(self._path())
         except FileNotFoundError:
             return None
 
@@ -177,9 +175,8 @@ class WriterLease:
                 log.warning("writer lease heartbeat failed: %s", error)
 
     def _delete(self) -> None:
-        fs, _ = self.output.filesystem()
         try:
-            fs.rm(self._path())
+            self.output.fs.rm(self._path())
         except FileNotFoundError:
             pass
 

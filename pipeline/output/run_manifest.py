@@ -9,7 +9,7 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 
 from .. import __version__
-from ..codecs.semanticodec.variants import ACOUSTIC_VOCAB_SIZE, SAMPLE_RATE_HZ, SEGMENT_SAMPLES
+from ..codecs.semanticodec.variants import ACOUSTIC_VOCAB_SIZE, SAMPLE_RATE_HZ, SEGMENT_SAMPLES, SemantiCodecVariant
 from ..redaction import redact_all
 from .folder import CommittedKeys
 from .schema import MANIFEST_SCHEMA_VERSION
@@ -45,7 +45,8 @@ def manifest_from_counts(*, config, source_kind: str, keys: CommittedKeys, run: 
     tokenized = complete - keys.failed
     codec = {k: v for k, v in (keys.provenance or {}).items() if k not in _RUN_ONLY_KEYS}
     if not codec:  # nothing tokenized yet: what the run was asked for
-        codec = {"codec": "semanticodec", "variant": f"semanticodec-r{config.token_rate}-v{config.semantic_vocab_size}",
+        variant = SemantiCodecVariant(config.token_rate, config.semantic_vocab_size)
+        codec = {"codec": "semanticodec", "variant": variant.name,
                  "token_rate": config.token_rate, "semantic_vocab_size": config.semantic_vocab_size,
                  "acoustic_vocab_size": ACOUSTIC_VOCAB_SIZE, "checkpoint": config.checkpoint, "files": {},
                  "synthetic_weights": config.checkpoint.startswith("synthetic:"), "dtype": config.dtype}

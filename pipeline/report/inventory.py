@@ -48,7 +48,7 @@ def take_inventory(tokens_url: str, storage_options: dict | None) -> Inventory:
 
     output = OutputFolder(tokens_url, storage_options)
     try:
-        fs, root = output.filesystem()
+        fs, root = output.fs, output.root
         is_folder, exists = fs.isdir(root), fs.exists(root)
     except Exception as error:  # no credentials, unknown protocol, unreachable endpoint ...
         raise SourceError(f"cannot read --tokens {tokens_url}: {type(error).__name__}: "

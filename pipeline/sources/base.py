@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from ..errors import SourceError
 from ..records import STAGE_READ, Failure, SourceItem
@@ -30,6 +30,8 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", "
                     ".caf",  # libsndfile; then through FFmpeg:
                     ".m4a", ".aac", ".mp4", ".webm", ".mka", ".wma", ".wv", ".ac3")
 DEFAULT_READ_RETRIES = 3
+MissingInputs = Literal["retry", "fail"]  # an input that does not exist: retryable, or a final failure
+DedupePolicy = Literal["refuse", "first"]  # an id seen twice: refused, or the first one kept
 RETRY_BACKOFF_S = 0.5  # first wait; doubled on each further attempt
 
 T = TypeVar("T")
@@ -72,8 +74,8 @@ class Source:
     url: str
     storage_options: dict = field(default_factory=dict)
     read_retries: int = DEFAULT_READ_RETRIES  # attempts per fetch before a retryable failure is recorded
-    missing_inputs: str = "retry"  # an input that does not exist: "retry" (retryable) or "fail" (final)
-    dedupe: str = "refuse"  # an id seen twice: "refuse" (a failure row for the later one) or "first"
+    missing_inputs: MissingInputs = "retry"  # a missing input: "retry" (retryable) or "fail" (final)
+    dedupe: DedupePolicy = "refuse"  # an id seen twice: "refuse" (a failure row for the later one) or "first"
     allow_uri_prefixes: tuple[str, ...] = ()  # where URIs named by data may point besides the source's root
 
     kind = "base"

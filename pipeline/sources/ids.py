@@ -23,13 +23,14 @@ from __future__ import annotations
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable
+from typing import get_args
 
 from ..errors import ConfigError, SourceError
-from .base import WorkUnit
+from .base import DedupePolicy, WorkUnit
 
 MAX_ID_CHARS = 1024
 ID_RULE_VERSION = 2  # 2: one listing root for every spelling (a single file: its name); tar keys per audio member
-DEDUPE_POLICIES = ("refuse", "first")
+DEDUPE_POLICIES: tuple[str, ...] = get_args(DedupePolicy)
 DUPLICATE_ERROR = "DuplicateId"
 SHOWN = 5  # bad rows or duplicate ids named in an error
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import SourceError
+from ..fsutil import fs_protocol, is_local_fs
 
 GLOB_CHARS = "*?["
 MAX_RECURSIVE_WILDCARDS = 2  # `**` segments in one pattern
@@ -65,8 +66,7 @@ def relative_id(path: str, root: str) -> str:
 
 
 def protocol_prefix(fs) -> str:
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return "" if protocol in ("file", "local") else f"{protocol}://"
+    return "" if is_local_fs(fs) else f"{fs_protocol(fs)}://"
 
 
 def list_files(url: str, storage_options: dict | None, keep: Callable[[str], bool]) -> Listing:

@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
+from ..codecs.semanticodec.variants import Dtype
 from ..errors import ConfigError
 from .cluster import ClusterView
 from .config import TokenizeConfig
@@ -27,7 +28,7 @@ class EncoderSpec:
     token_rate: int
     semantic_vocab_size: int
     device: Literal["cuda", "cpu"]
-    dtype: Literal["float32", "bfloat16"]
+    dtype: Dtype
     max_batch_windows: int
     storage_options: dict | None = None  # fsspec options for the checkpoint's protocol
 

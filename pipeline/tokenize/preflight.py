@@ -12,12 +12,11 @@ shows it); any other error is a bug and reaches the job as one.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 
 from ..environment import check_libraries
 from ..errors import CheckpointError, ConfigError, OutputError, SourceError, UserError
-from ..fsutil import options_for, protocol_of, unknown_protocol, url_to_fs
+from ..fsutil import options_for, protocol_of, unknown_protocol
 from .config import TokenizeConfig
 
 # Settings that must be at least this much (None = not set, allowed where the default is None).
@@ -25,8 +24,7 @@ MINIMUMS = {
     "max_batch_windows": 1, "num_cpu_encoders": 1, "cpus_per_encoder": 1, "limit": 1, "rows_per_file": 1,
     "chunk_windows": 1, "read_retries": 1, "qa_samples": 0, "qa_ddim_steps": 1, "ray_num_cpus": 1,
 }
-PROBE_DIR = "_tmp"
-HUB_PROBE_TIMEOUT_S = 10.0  # the output folder's scratch space (never read as output)
+HUB_PROBE_TIMEOUT_S = 10.0
 MAX_EXIT_CODE = 255
 
 
@@ -114,33 +112,22 @@ def check_source(config: TokenizeConfig, storage_options: dict) -> tuple[object,
 
 
 def check_output(url: str, storage_options: dict) -> None:
-    """The output is a folder (existing or creatable) we may write to: a probe object is written
-    under OUT/_tmp/ and deleted, so a missing bucket or a denied PutObject shows now, not after encoding."""
+    """The output is a folder (existing or creatable) we may write to: `OutputFolder.probe_writable`
+    writes and deletes a file under OUT/_tmp/, so a missing bucket or a denied PutObject shows now,
+    not after encoding."""
+    from ..output.folder import OutputFolder
+
     check_protocol(url, "--output", OutputError)
+    output = OutputFolder(url, storage_options)
     try:
-        fs, path = url_to_fs(url, storage_options)
-        if fs.isfile(path):
+        if output.fs.isfile(output.root):
             raise OutputError(f"output {url} is a file; --output takes a folder (new or existing)")
     except OutputError:
         raise
     except known_io_errors() as error:
         raise OutputError(f"cannot reach output {url}: {_brief(error)}") from error
-    folder = path.rstrip("/")
-    probe = f"{folder}/{PROBE_DIR}/preflight-{uuid.uuid4().hex}"
     try:
-        if protocol_of(url) == "file":  # (s3fs's makedirs would create a missing bucket)
-            fs.makedirs(f"{folder}/{PROBE_DIR}", exist_ok=True)
-        fs.pipe_file(probe, b"preflight write probe; deleted at once\n")
-        fs.rm_file(probe)
-    except PermissionError as error:
-        raise OutputError(f"cannot write to output {url}: permission denied (for S3: s3:PutObject and "
-                          "s3:DeleteObject on the prefix)") from error
-    except (NotADirectoryError, FileExistsError) as error:
-        raise OutputError(f"cannot create output {url}: a parent of it is a file") from error
-    except FileNotFoundError as error:
-        raise OutputError(f"cannot write to output {url}: "
-                          f"{'the bucket does not exist' if protocol_of(url) != 'file' else 'no such folder'}"
-                          ) from error
+        output.probe_writable()
     except known_io_errors() as error:
         raise OutputError(f"cannot write to output {url}: {_brief(error)}") from error
 

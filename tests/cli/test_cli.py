@@ -10,7 +10,9 @@ import re
 import subprocess
 import sys
 import time
+import typing
 from pathlib import Path
+from typing import Literal, get_args
 
 import pytest
 
@@ -104,6 +106,31 @@ def test_generated_parser_types_flags_and_ranges():
     assert config.num_gpus == (1, 8) and config.overwrite is True and config.limit == 5
     assert config.max_duration_s == 60.0 and config.token_rate == 100 and config.s3_anon is False
     assert parse_config(TokenizeConfig, ["--output", "o", "--num-gpus", "4"]).num_gpus == 4
+
+
+def test_choices_come_from_the_fields_literal_types(capsys):
+    """A field typed `Literal[...]` offers exactly its values, parsed to their type (optional or
+    not); the config states them once."""
+    from pipeline.cli.common import build_parser
+    from pipeline.codecs.semanticodec.variants import TOKEN_RATES
+    from pipeline.tokenize.config import option
+
+    @dataclasses.dataclass
+    class Settings:
+        mode: Literal["fast", "exact"] = option("exact", "how")
+        rate: Literal[25, 50] | None = option(None, "tokens per second")
+
+    assert parse_config(Settings, ["--mode", "fast", "--rate", "50"]) == Settings(mode="fast", rate=50)
+    assert parse_config(Settings, []) == Settings(mode="exact", rate=None)
+    with pytest.raises(SystemExit) as exit_:
+        parse_config(Settings, ["--rate", "100"])
+    assert exit_.value.code == 2 and "argument --rate: invalid choice: 100 (choose from 25, 50)" in \
+        capsys.readouterr().err
+    actions = {action.dest: action for action in build_parser(TokenizeConfig, "")._actions}
+    hints = typing.get_type_hints(TokenizeConfig)
+    for name in ("token_rate", "semantic_vocab_size", "dtype", "dedupe", "resample_on", "missing_inputs"):
+        assert actions[name].choices == get_args(hints[name]), name
+    assert actions["token_rate"].choices == TOKEN_RATES
 
 
 def test_nonexistent_source(tmp_path):

@@ -177,7 +177,7 @@ def test_hugging_face_hub_layout_from_its_cache(small_checkpoint, tmp_path, refe
     assert "ERROR semanticodec_tokenrate_25/encoder.ckpt is not available from hub repo haoheliu/SemantiCodec" in result.stdout
 
 
-# --- the published layout (spec 1.2) ---------------------------------------------------------
+# --- the published layout of haoheliu/SemantiCodec ---------------------------------------------
 
 # What the official loader asks the hub for, per (rate, V): `semanticodec_tokenrate_{R}/encoder.ckpt`
 # and `/decoder.ckpt`, and the last three parts of `codebook_idx/combine_{512|256|128}_audioset_dominate/

@@ -69,7 +69,7 @@ def test_vocoder_matches_official(decoder_state, golden_dir):
 def test_official_vocoder_length_rule():
     config = HifiGanConfig()
     assert config.output_length(48) == 7712
-    assert config.output_length(1024) == 163872  # spec 7: 5121, 20484, 40968, 81936, 163872
+    assert config.output_length(1024) == 163872  # its stages: 5121, 20484, 40968, 81936, 163872 samples
 
 
 def _randomize(module: torch.nn.Module, seed: int) -> None:

@@ -1,5 +1,5 @@
-"""Decoder parity with the official SemantiCodec on full-size synthetic weights, plus the DDIM grid,
-window and length rules of the spec."""
+"""Decoder parity with the official SemantiCodec on full-size synthetic weights, plus the official
+DDIM grid, window and length rules."""
 
 from __future__ import annotations
 

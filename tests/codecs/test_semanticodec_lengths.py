@@ -1,4 +1,4 @@
-"""Length bookkeeping against the spec's worked examples (Python-float rounding included)."""
+"""Length bookkeeping against worked examples of the official rules (Python-float rounding included)."""
 
 import pytest
 
@@ -31,7 +31,7 @@ def test_variants_layout_and_bitrates():
     v = SemantiCodecVariant(50, 8192)
     assert v.encoder_file == "semanticodec_tokenrate_50/encoder.ckpt"
     assert v.codebook_file == (
-        "codebook_idx/combine_256_audioset_dominate/codebook_4096_0.npy"  # at the repo root (spec 1.2)
+        "codebook_idx/combine_256_audioset_dominate/codebook_4096_0.npy"  # at the repo root
     )
     assert (v.tokens_per_segment, v.lstm_layers, v.bitrate_bps) == (256, 3, 650.0)
     assert SemantiCodecVariant(25, 4096).bitrate_bps == 312.5

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from pipeline.corpus import CorpusError, PackedTokenDataset, TokenCorpus, TokenLayout
+from pipeline.cli.export import export_main
 from pipeline.corpus.export import export
-from pipeline.corpus.export import main as export_main
 from pipeline.corpus.indexed import read_indexed
 from pipeline.output.folder import (
     FAILURES_DIR,
@@ -313,6 +313,29 @@ def test_export_cli_help_shows_every_option_with_its_default(capsys):
         export_main(["--help"])
     assert exited.value.code == 0
     shown = capsys.readouterr().out
-    for option in ("--tokens", "--output", "--layout", "--bos", "--no-eos"):
+    for option in ("--tokens", "--output", "--layout", "--bos", "--eos, --no-eos", "--s3-endpoint-url"):
         described = shown.split(f"  {option}", 1)[1].split("\n  --", 1)[0]
         assert "(default:" in described or "(required)" in described, option
+
+
+def test_export_cli_reads_tokens_from_s3_with_the_tokenize_jobs_options(tmp_path, capsys, monkeypatch):
+    """The export job's command line is generated like the tokenize job's, S3 options included: a
+    corpus in a bucket on another endpoint exports as it does from a folder."""
+    import s3fs
+
+    from tests.support.s3 import S3_ENV, MotoServer
+
+    write_raw_shard(tmp_path / "local", "a", [chunk("x", 0, 1), chunk("y", 0, 1)])
+    for key, value in S3_ENV.items():
+        monkeypatch.setenv(key, value)
+    with MotoServer() as endpoint:
+        fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint})
+        fs.mkdir("corpus")
+        fs.put(str(tmp_path / "local"), "corpus/run1", recursive=True)
+        code = export_main(["--tokens", "s3://corpus/run1", "--output", str(tmp_path / "out"),
+                            "--s3-endpoint-url", endpoint, "--no-eos"])
+    assert code == 0, capsys.readouterr().err
+    out = capsys.readouterr().out  # moto's server announces itself on stdout first
+    summary = json.loads(out[out.index("{"):])
+    assert summary["documents"] == 2 and summary["layout"] == "interleaved"
+    assert json.loads((tmp_path / "out" / "vocab.json").read_text())["special_tokens"] == {}

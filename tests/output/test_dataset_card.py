@@ -80,3 +80,28 @@ def test_card_leaves_underscore_files_out_of_the_data(tmp_path):
     (tmp_path / "OUT" / "_lease.json").write_text("{}")
     write_dataset_card(output.url)
     assert len(load(tmp_path / "OUT", tmp_path=tmp_path)) == 3
+
+
+def test_the_card_is_published_as_every_output_file_is(tmp_path, monkeypatch):
+    """Flushed to disk before the one-step replace (a crash never leaves half a card), and a folder
+    that refuses the write is one line naming it."""
+    import os
+
+    import pipeline.output.folder as folder_module
+
+    synced, fsync = [], os.fsync
+    monkeypatch.setattr(folder_module.os, "fsync", lambda fd: synced.append(fd) or fsync(fd))
+    make_output(tmp_path / "OUT", failures=False)
+    synced.clear()
+    write_dataset_card(str(tmp_path / "OUT"))
+    assert len(synced) == 1 and (tmp_path / "OUT" / CARD_FILE).read_text().startswith("---\n")
+    assert list((tmp_path / "OUT" / "_tmp").iterdir()) == []
+
+    from pipeline.errors import OutputError
+
+    def full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(folder_module.os, "replace", full)
+    with pytest.raises(OutputError, match=f"cannot write {tmp_path / 'OUT' / CARD_FILE}: No space left on device"):
+        write_dataset_card(str(tmp_path / "OUT"))

@@ -94,7 +94,7 @@ def test_push_from_a_remote_output_sends_file_contents(tmp_path, monkeypatch):
     output = make_output("memory://hub-push-test/OUT", failures=False)
     monkeypatch.setattr(hub_push, "HfApi", RecordingHub)
     push_to_hub(output.url, "someone/tokens", token="hf_test")
-    fs, root = output.filesystem()
+    fs, root = output.fs, output.root
     sent = dict(RecordingHub.last.commits[0])
     assert len(sent) == 3 and sent["README.md"].startswith(b"---\n")
     for name, content in sent.items():

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import OutputError
+from pipeline.fsutil import url_to_fs
 from pipeline.output.folder import (
     FAILURES_DIR,
     FINGERPRINT_FILE,
@@ -234,13 +235,33 @@ def test_probe_writable_reports_an_unusable_output(tmp_path, monkeypatch):
     from tests.support.s3 import S3_ENV, MotoServer
 
     (tmp_path / "a_file").write_text("not a folder")
-    with pytest.raises(OutputError, match="cannot write to the output"):
+    with pytest.raises(OutputError, match="cannot create output .*a_file/out: a parent of it is a file"):
         OutputFolder(str(tmp_path / "a_file" / "out")).probe_writable()
     for key, value in S3_ENV.items():
         monkeypatch.setenv(key, value)
     with MotoServer() as endpoint:  # no such bucket
-        with pytest.raises(OutputError, match="cannot write to the output s3://missing-bucket/run"):
+        with pytest.raises(OutputError, match="cannot write to output s3://missing-bucket/run: the bucket does not"):
             OutputFolder("s3://missing-bucket/run", {"s3": {"endpoint_url": endpoint}}).probe_writable()
+
+
+def test_a_folder_resolves_its_filesystem_once(tmp_path, monkeypatch):
+    import pipeline.output.folder as folder_module
+
+    resolved = []
+
+    def counting(url, storage_options=None):
+        resolved.append(url)
+        return url_to_fs(url, storage_options)
+
+    monkeypatch.setattr(folder_module, "url_to_fs", counting)
+    output = OutputFolder(str(tmp_path / "out"))
+    output.probe_writable()
+    write_records(output, [encoded("a"), Failure("b", "/b", "decode", "AudioDecodeError", "bad")], {"codec": "x"})
+    output.write_manifest({"counts": {}})
+    keys = output.committed_keys()
+    assert (keys.token_rows, keys.failed, output.read_manifest()) == (1, {"b"}, {"counts": {}})
+    assert output.files().keys() >= {"manifest.json"} and len(output.committed_files(TOKENS_DIR)) == 1
+    assert resolved == [str(tmp_path / "out")]
 
 
 def test_records_round_trip_through_a_ray_batch():

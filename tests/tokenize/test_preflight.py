@@ -7,6 +7,7 @@ import pytest
 from pipeline.codecs.semanticodec.checkpoint import SYNTHETIC_MARKER
 from pipeline.demo_audio import write_samples
 from pipeline.errors import CheckpointError, ConfigError, OutputError, SourceError
+from pipeline.output.folder import TMP_DIR
 from pipeline.tokenize import preflight as P
 from pipeline.tokenize.config import TokenizeConfig
 
@@ -86,7 +87,7 @@ def test_output_under_a_file(tmp_path):
 def test_output_is_created_and_the_probe_removed(tmp_path):
     target = tmp_path / "new" / "out"
     P.check_output(str(target), {})
-    assert target.is_dir() and list((target / P.PROBE_DIR).iterdir()) == []
+    assert target.is_dir() and list((target / TMP_DIR).iterdir()) == []
 
 
 def test_output_not_writable(tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"""SemantiCodec (Liu et al., 2024), written from `shared/design/semanticodec-spec.md`.
+"""SemantiCodec (Liu et al., 2024), written from a specification of the official inference code
+(no third-party model code).
 
 Loads the official checkpoints unchanged and reproduces the official tokens. Model code here
 knows nothing of Ray or of files beyond loading weights.

@@ -1,6 +1,6 @@
 """Finding and reading SemantiCodec checkpoint files: hub, local folder or any fsspec URL.
 
-A location holds one of two layouts (spec 1.2; paths from `SemantiCodecVariant.files`), tried in
+A location holds one of two layouts (the paths come from `SemantiCodecVariant.files`), tried in
 this order:
 
 1. `repo`: a snapshot of the hub repo `haoheliu/SemantiCodec` (the hub itself, a
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import CheckpointError
+from ...fsutil import is_local_url
 from .file_hashes import sha256_of_file
 from .variants import LAYOUTS, SEMANTIC_VOCAB_SIZES, TOKEN_RATES, SemantiCodecVariant
 
@@ -83,7 +84,7 @@ class CheckpointSource:
     def kind(self) -> str:
         if self.location.startswith(HUB_PREFIX):
             return "hub"
-        if "://" in self.location and not self.location.startswith("file://"):
+        if not is_local_url(self.location):
             return "fsspec"
         return "local"
 

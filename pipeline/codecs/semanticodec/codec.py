@@ -1,4 +1,5 @@
-"""The user-facing SemantiCodec: load a published variant, encode many waveforms in packed batches.
+"""The user-facing SemantiCodec: load a published variant, encode many waveforms in packed batches,
+decode token arrays back to audio (`decode`, the latent-diffusion decoder in `decoding.py`).
 
 `encode` turns each waveform into mono 16 kHz audio (the official channel rule and resampler),
 pads it to whole 10.24 s windows (`prepare_clip`, host work that CPU tasks can do ahead), and
@@ -94,7 +95,8 @@ class _PassCounts:
 
 
 class SemantiCodec:
-    """SemantiCodec encoder (decoder: see the decode-sampling issue)."""
+    """A published SemantiCodec variant: `encode` (waveforms → token arrays) and, once
+    `load_decoder` has read decoder.ckpt, `decode` (token arrays → 16 kHz waveforms)."""
 
     sample_rate = SAMPLE_RATE_HZ
     num_codebooks = 2

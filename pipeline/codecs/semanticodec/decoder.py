@@ -1,5 +1,5 @@
 """SemantiCodec decoding: tokens → windows → conditioning → DDIM (v-prediction, CFG) → VAE → vocoder
-→ overlap-add → trim. Spec sections 3.1–3.9.
+→ overlap-add → trim, as the official inference code does each step.
 
 Windows of all clips are decoded together, and the unconditional and conditional passes of
 each DDIM step share one UNet call. Noise is drawn per window in the official order (x_T, then
@@ -52,7 +52,9 @@ def positional_code(rows: int, dim: int = POSITION_DIM) -> torch.Tensor:
 
 
 def split_windows(num_tokens: int, window: int) -> list[tuple[int, int]]:
-    """(start, end) token ranges of the decode windows (spec 3.1)."""
+    """(start, end) token ranges of the decode windows: `window` tokens each, every `hop` = window
+    less its 1/16 overlap, while a whole window ends before the last token; then the rest (one
+    window for T <= window, two for T = window + 1)."""
     hop = window - int(window * WINDOW_OVERLAP_FRACTION)
     spans, start = [], 0
     while start + window < num_tokens:
@@ -69,7 +71,8 @@ def output_samples(num_tokens: int, stack_factor: float) -> int:
 
 
 def overlap_add(windows: list[np.ndarray]) -> np.ndarray:
-    """Linear cross-fade of consecutive window waveforms over 10 240 samples (float32, spec 3.9)."""
+    """Consecutive window waveforms cross-faded linearly over their 10 240 overlapping samples
+    (float32): the official merge, whose windows overlap 32 samples more than their tokens do."""
     fade_in = np.linspace(0, 1, CROSSFADE_SAMPLES)
     out = windows[0].astype(np.float32, copy=True)
     for window in windows[1:]:

@@ -14,12 +14,14 @@ PyTorch's default; `components` reports that as it is rather than hiding it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import get_args
 
 import torch
 
 from ...errors import ConfigError
+from .variants import Dtype
 
-DTYPES = ("float32", "bfloat16")
+DTYPES: tuple[str, ...] = get_args(Dtype)
 # The LSTM dtype under the bfloat16 option, per device type, by measurement
 # (bench/encode_throughput.py). CPU: oneDNN's bf16 LSTM on avx512_bf16 ran the whole encoder 2.1x
 # faster than the same bf16 codec with an fp32 LSTM (5.2 vs 2.5 audio-s/s, rate 100, 2 threads);

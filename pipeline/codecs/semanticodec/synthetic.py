@@ -4,7 +4,7 @@ Two kinds, both marked with `SYNTHETIC_WEIGHTS.json` at the folder root so that 
 built on them can say so:
 
 * **golden**: full-size weights rebuilt bit for bit from the manifests in
-  `shared/golden/semanticodec/` (fill rule in its RECIPE.md; every tensor's SHA-256 checked).
+  `shared/golden/semanticodec/` (each entry names its fill: `materialize`; every tensor's SHA-256 checked).
   The golden tokens were computed with the official code on exactly these weights.
 * **small**: the same keys with small shapes (ViT width 64, 4 blocks; a small UNet, VAE and
   vocoder), so the pipeline's tests and the offline demo run in seconds, decoding included. The
@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import zlib
 from pathlib import Path
 
@@ -53,7 +52,8 @@ def default_golden_dir() -> Path:
 
 
 def fill_normal(key: str, shape, scale: float, offset: float) -> np.ndarray:
-    """RECIPE.md rule 1: float64 standard normals seeded by crc32(key), scaled, rounded once."""
+    """The golden weights' fill: float64 standard normals seeded by crc32(key), scaled and offset,
+    rounded to float32 once."""
     rng = np.random.default_rng(zlib.crc32(key.encode("utf-8")))
     values = rng.standard_normal(tuple(shape))
     values *= scale
@@ -62,7 +62,8 @@ def fill_normal(key: str, shape, scale: float, offset: float) -> np.ndarray:
 
 
 def materialize(entry: dict, fixed_buffers=None) -> np.ndarray:
-    """One manifest entry → its array (rules 1–3 of RECIPE.md)."""
+    """One manifest entry → its array: seeded normals (`fill_normal`), a constant, or an array of the
+    fixed buffers file."""
     fill = entry["fill"]
     if fill == "normal":
         return fill_normal(entry["key"], entry["shape"], float(entry["scale"]), float(entry["offset"]))
@@ -107,20 +108,6 @@ def _save_atomically(obj, path: Path, save) -> None:
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # two builders never share a file
     save(obj, partial)
     os.replace(partial, path)
-
-
-def build_golden_checkpoint(
-    root: str | os.PathLike, token_rate: int, *, golden_dir=None, include_decoder: bool = False
-) -> Path:
-    """Write the full-size synthetic checkpoint of one rate (V=4096 codebook) under `root`,
-    in the published layout."""
-    root = Path(root)
-    golden = Path(golden_dir) if golden_dir else default_golden_dir()
-    _write_golden_encoder(root, token_rate, golden)
-    if include_decoder:
-        _write_golden_decoder(root, token_rate, golden)
-    _write_marker(root, {"kind": "golden", "source": str(golden)})
-    return root
 
 
 def _write_golden_encoder(root: Path, token_rate: int, golden: Path) -> None:
@@ -180,14 +167,10 @@ def ensure_golden_checkpoint(token_rate: int, *, cache_dir=None, golden_dir=None
     return folder
 
 
-def remove_checkpoint(folder: str | os.PathLike) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
-
-
 # --- small checkpoints for pipeline tests ---
 
 def _small_scale(key: str, shape) -> tuple[float, float]:
-    """Scale/offset in the spirit of RECIPE.md: unit-variance activations through every layer."""
+    """Scale/offset chosen as for the golden weights: activations near unit variance through every layer."""
     fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
     name = key.rsplit(".", 1)[-1]
     if "norm" in key and name == "weight":

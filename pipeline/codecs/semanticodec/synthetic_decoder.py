@@ -19,7 +19,7 @@ UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 VOCODER_PREFIX = "first_stage_model.vocoder."
 SCALE_FACTOR = 1.0
-# The official DDPM schedule (spec 3.4): linear in sqrt(beta) from 0.0015 to 0.0195.
+# The official DDPM schedule: 1000 steps, sqrt(beta) linear from sqrt(0.0015) to sqrt(0.0195).
 LINEAR_START, LINEAR_END = 0.0015, 0.0195
 
 

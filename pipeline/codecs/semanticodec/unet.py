@@ -16,7 +16,6 @@ from torch.nn import functional as F
 
 HEAD_CHANNELS = 32  # num_head_channels of every attention layer
 NORM_GROUPS = 32
-TIME_FREQUENCY_DIM = 64  # sinusoidal timestep code width (= model channels)
 
 
 class GroupNorm32(nn.GroupNorm):

@@ -4,9 +4,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
-TOKEN_RATES = (100, 50, 25)
-SEMANTIC_VOCAB_SIZES = (4096, 8192, 16384, 32768)
+TokenRate = Literal[100, 50, 25]
+SemanticVocabSize = Literal[4096, 8192, 16384, 32768]
+Dtype = Literal["float32", "bfloat16"]  # the encoder's numerics (`precision.py`): any variant runs in either
+TOKEN_RATES: tuple[int, ...] = get_args(TokenRate)
+SEMANTIC_VOCAB_SIZES: tuple[int, ...] = get_args(SemanticVocabSize)
 ACOUSTIC_VOCAB_SIZE = 8192
 
 SAMPLE_RATE_HZ = 16000
@@ -74,7 +78,8 @@ class SemantiCodecVariant:
             math.log2(self.semantic_vocab_size) + math.log2(ACOUSTIC_VOCAB_SIZE)
         )
 
-    # --- published file layout (Hugging Face repo haoheliu/SemantiCodec, spec 1.2) ---
+    # --- published file layout (Hugging Face repo haoheliu/SemantiCodec: encoder.ckpt and decoder.ckpt per
+    # rate folder, the k-means codebooks under codebook_idx/ at the repo root) ---
     @property
     def folder(self) -> str:
         """This rate's folder at the repo root (encoder.ckpt, decoder.ckpt)."""
