@@ -12,7 +12,7 @@ QA_DDIM_STEPS ?= 4
 
 LOCK_FLAGS = --generate-hashes --universal --python-version 3.11 -c constraints.txt --custom-compile-command "make lock" --quiet
 
-.PHONY: setup lock chromium test test-fast demo bench clean
+.PHONY: setup lock chromium lint test test-fast demo bench clean
 
 setup: $(VENV)/.installed
 
@@ -34,10 +34,14 @@ lock: setup
 chromium:
 	command -v chromium >/dev/null || { S=$$([ "$$(id -u)" = 0 ] || echo sudo); $$S apt-get update -qq && $$S env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-test: setup chromium
+# The lint rules are in pyproject.toml ([tool.ruff.lint]); the tests run only on a clean tree.
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: setup chromium lint
 	$(PY) -m pytest tests
 
-test-fast: setup chromium
+test-fast: setup chromium lint
 	$(PY) -m pytest tests -m "not golden"
 
 demo: setup

@@ -59,7 +59,8 @@ def main() -> None:
         started = time.perf_counter()
         seen = sum(sample["input_ids"].numel() for sample in loader)
         elapsed = time.perf_counter() - started
-    print(f"tokens read: {seen} (corpus {tokens} + EOS per clip) in {elapsed:.2f} s: {seen / elapsed / 1e6:.2f} M tokens/s")
+    print(f"tokens read: {seen} (corpus {tokens} + EOS per clip) in {elapsed:.2f} s: "
+          f"{seen / elapsed / 1e6:.2f} M tokens/s")
 
 
 if __name__ == "__main__":

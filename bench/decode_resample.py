@@ -112,13 +112,13 @@ def agreement(items, decode_task, args) -> None:
     codec = SemantiCodec.from_pretrained(checkpoint, token_rate=100, semantic_vocab_size=4096, device=args.device)
     on_cpu = encode_chunks(codec, [c for item in items for c in decode_task(item, True)])
     on_encoder = encode_chunks(codec, [c for item in items for c in decode_task(item, False)])
-    semantic = np.concatenate([a.semantic == b.semantic for a, b in zip(on_encoder, on_cpu)]).mean()
-    acoustic = np.concatenate([a.acoustic == b.acoustic for a, b in zip(on_encoder, on_cpu)]).mean()
+    semantic = np.concatenate([a.semantic == b.semantic for a, b in zip(on_encoder, on_cpu, strict=True)]).mean()
+    acoustic = np.concatenate([a.acoustic == b.acoustic for a, b in zip(on_encoder, on_cpu, strict=True)]).mean()
     print(json.dumps({"agreement_clips": len(items), "checkpoint": checkpoint, "synthetic": codec.is_synthetic,
                       "semantic_agreement": round(float(semantic), 5), "acoustic_agreement": round(float(acoustic), 5),
                       "identical_clips": sum(int(np.array_equal(a.semantic, b.semantic) and
                                                  np.array_equal(a.acoustic, b.acoustic))
-                                             for a, b in zip(on_encoder, on_cpu))}))
+                                             for a, b in zip(on_encoder, on_cpu, strict=True))}))
 
 
 if __name__ == "__main__":

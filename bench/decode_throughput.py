@@ -60,7 +60,7 @@ def main() -> None:
     timed_decode(codec, tokens[:1], 1, args.ddim_steps, args.device)  # warm-up
     batched_s, batched = timed_decode(codec, tokens, args.batch, args.ddim_steps, args.device)
     single_s, single = timed_decode(codec, tokens, 1, args.ddim_steps, args.device)
-    diff = max(float(np.abs(a - b).max()) for a, b in zip(batched, single))
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(batched, single, strict=True))
     print(f"batched (<= {args.batch} windows/pass): {args.windows / batched_s:7.3f} windows/s  "
           f"({batched_s:.1f} s, {10.24 * args.windows / batched_s:.2f} audio-s/s)")
     print(f"one window at a time:        {args.windows / single_s:7.3f} windows/s  "

@@ -125,8 +125,8 @@ def timed(codec: SemantiCodec, clips, batch: int, device: str, one_clip_at_a_tim
 
 
 def agreement(fast: list[np.ndarray], exact: list[np.ndarray]) -> tuple[float, float]:
-    semantic = np.concatenate([a[:, 0] == b[:, 0] for a, b in zip(fast, exact)])
-    acoustic = np.concatenate([a[:, 1] == b[:, 1] for a, b in zip(fast, exact)])
+    semantic = np.concatenate([a[:, 0] == b[:, 0] for a, b in zip(fast, exact, strict=True)])
+    acoustic = np.concatenate([a[:, 1] == b[:, 1] for a, b in zip(fast, exact, strict=True)])
     return float(semantic.mean()), float(acoustic.mean())
 
 
@@ -146,7 +146,7 @@ def report_agreement(codecs: dict, args, golden: Path) -> None:
         print(f"golden clips ({len(waves)}): bf16 vs fp32 agreement semantic {sem:.4f}, acoustic {aco:.4f}")
         if codecs["float32"].is_synthetic:
             official = [np.load(golden / f"tokens_r{args.rate}_clip_{c}.npy")[0] for c in GOLDEN_CLIPS]
-            same = sum(int(np.array_equal(a, b)) for a, b in zip(exact, official))
+            same = sum(int(np.array_equal(a, b)) for a, b in zip(exact, official, strict=True))
             print(f"golden clips: fp32 one window at a time identical to the official tokens: {same}/{len(official)}"
                   " (meaningful only with the golden synthetic checkpoint)")
     if args.agreement_clips:

@@ -81,7 +81,7 @@ class WorkerWatch:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "WorkerWatch":
+    def __enter__(self) -> WorkerWatch:
         self._thread.start()
         return self
 

@@ -90,7 +90,8 @@ def main() -> None:
 
     official = official_encoder(args.official_src, checkpoint, args.rate)
     ours = {
-        dtype: SemantiCodec.from_pretrained(str(checkpoint), token_rate=args.rate, semantic_vocab_size=4096, dtype=dtype)
+        dtype: SemantiCodec.from_pretrained(str(checkpoint), token_rate=args.rate, semantic_vocab_size=4096,
+                                            dtype=dtype)
         for dtype in ("float32", "bfloat16")
     }
     runs = {
@@ -108,7 +109,7 @@ def main() -> None:
         paths = write_clips(Path(folder), args.clips, args.seconds)
         best = {name: float("inf") for name in runs}
         tokens = {}
-        for name, run in runs.items():
+        for run in runs.values():
             run(paths[:1])  # warm-up
         for _ in range(args.repeats):
             for name, run in runs.items():
@@ -125,12 +126,13 @@ def main() -> None:
     official_tokens = tokens["official, one clip per call"]
     for name, result in tokens.items():
         if "float32" in name:
-            same = sum(int(np.array_equal(a, b)) for a, b in zip(result, official_tokens))
+            same = sum(int(np.array_equal(a, b)) for a, b in zip(result, official_tokens, strict=True))
             print(f"{name}: tokens identical to the official for {same}/{len(official_tokens)} clips")
     for name, result in tokens.items():
         if "bfloat16" in name:
-            semantic = np.mean(np.concatenate([a[:, 0] == b[:, 0] for a, b in zip(result, official_tokens)]))
-            acoustic = np.mean(np.concatenate([a[:, 1] == b[:, 1] for a, b in zip(result, official_tokens)]))
+            pairs = list(zip(result, official_tokens, strict=True))
+            semantic = np.mean(np.concatenate([a[:, 0] == b[:, 0] for a, b in pairs]))
+            acoustic = np.mean(np.concatenate([a[:, 1] == b[:, 1] for a, b in pairs]))
             print(f"{name}: agreement with the official fp32 tokens semantic {semantic:.4f}, acoustic {acoustic:.4f}")
 
 

@@ -26,7 +26,8 @@ def synth(seconds: float, rate: int, channels: int, seed: int) -> np.ndarray:
     columns = []
     for ch in range(channels):
         f0 = 110 * (1 + ch) * (1 + seed % 5)
-        tone = 0.25 * np.sin(2 * np.pi * f0 * t) + 0.15 * np.sin(2 * np.pi * (300 + 800 * t / max(seconds, 1e-3)) * t * (1 + ch))
+        sweep = 2 * np.pi * (300 + 800 * t / max(seconds, 1e-3)) * t * (1 + ch)
+        tone = 0.25 * np.sin(2 * np.pi * f0 * t) + 0.15 * np.sin(sweep)
         envelope = 0.6 + 0.4 * np.sin(2 * np.pi * 0.5 * t + ch)
         columns.append(tone * envelope + 0.03 * rng.standard_normal(t.size))
     return np.stack(columns, axis=1).astype(np.float32)

@@ -32,7 +32,7 @@ class Failure:
 
     @classmethod
     def from_error(cls, id: str, uri: str, stage: str, error: BaseException | str,
-                   error_type: str | None = None, retryable: bool = False) -> "Failure":
+                   error_type: str | None = None, retryable: bool = False) -> Failure:
         """The failure of an input, when `error` may write it off (`content_errors.admit_failure`:
         a content error, a reason of our own, or a retryable failure); else raises a `Fault`."""
         admit_failure(stage, error, retryable=retryable)

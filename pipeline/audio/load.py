@@ -121,7 +121,8 @@ def _chunks(item: SourceItem, source: AudioReader, chunk_samples: int, max_durat
         yield from _stream_chunks(item, source, first, last, chunk_samples, warnings)
         return
     one_read = (last - first) * source.channels <= ONE_READ_SAMPLES
-    samples = _concatenate(source.blocks(first, last - first, block=max(1, last - first) if one_read else READ_BLOCK_FRAMES))
+    block = max(1, last - first) if one_read else READ_BLOCK_FRAMES
+    samples = _concatenate(source.blocks(first, last - first, block=block))
     if len(samples) < last - first and source.exact_length:
         raise AudioDecodeError(f"truncated: header says {last - first} frames, only {len(samples)} decoded")
     yield from _resample_and_cut(item, source, samples, chunk_samples, warnings)

@@ -188,7 +188,7 @@ def resample_spans(spans: list, orig_rates: list[int], counts: list[int], new_ra
 
     out: list = [None] * len(spans)
     groups: dict[tuple[int, int], list[int]] = {}
-    for index, (span, rate) in enumerate(zip(spans, orig_rates)):
+    for index, (span, rate) in enumerate(zip(spans, orig_rates, strict=True)):
         groups.setdefault((int(rate), len(span)), []).append(index)
     pin = torch.device(device).type == "cuda"
     for (rate, length), indices in groups.items():

@@ -14,7 +14,7 @@ which worker is next), its `load_state_dict()` hands each worker its own part ba
 from __future__ import annotations
 
 import random
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

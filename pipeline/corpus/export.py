@@ -8,8 +8,8 @@ Writes DIR/tokens.{bin,idx} (interleaved) or DIR/semantic.{bin,idx} + DIR/acoust
 layout, special tokens and the codec provenance, and DIR/documents.jsonl: line k says where
 sequence k comes from (id, chunk_index, num_chunks, uri, source_start_s, source_end_s: the span of
 the object at uri it covers, null in files written before spans). --tokens may be local or any
-fsspec URL (the S3 options are those of the tokenize job). Inputs that are not complete (a chunk missing, or a failure recorded) are left out and
-counted.
+fsspec URL (the S3 options are those of the tokenize job). Inputs that are not complete (a chunk
+missing, or a failure recorded) are left out and counted.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def export(tokens: str, output: str, layout_name: LayoutName = "interleaved", bo
         for shard in corpus.shards:
             for doc in corpus.documents(shard):
                 ids = layout.flatten(doc.semantic, doc.acoustic)
-                for writer, stream in zip(writers, ids if layout_name == "parallel" else [ids]):
+                for writer, stream in zip(writers, ids if layout_name == "parallel" else [ids], strict=True):
                     writer.add(stream)
                 where.write(json.dumps({"id": doc.id, "chunk_index": doc.chunk_index, "num_chunks": doc.num_chunks,
                                         "uri": doc.uri, "source_start_s": doc.source_start_s,

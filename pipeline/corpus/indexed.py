@@ -64,4 +64,5 @@ def read_indexed(prefix: str | Path) -> list[np.ndarray]:
     dtype = CODE_DTYPES[code]
     tokens = np.memmap(prefix.with_suffix(".bin"), dtype=dtype, mode="r")
     assert version == 1 and doc_count == count + 1
-    return [np.asarray(tokens[p // dtype.itemsize : p // dtype.itemsize + s]) for p, s in zip(pointers, sizes)]
+    starts = [p // dtype.itemsize for p in pointers]
+    return [np.asarray(tokens[start : start + s]) for start, s in zip(starts, sizes, strict=True)]

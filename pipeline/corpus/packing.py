@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -16,7 +16,8 @@ class PackedSequence:
     span of the source object), seq_start, doc_start, length."""
 
 
-def pack(documents: Iterable[tuple[dict, np.ndarray]], seq_len: int, drop_last: bool = False) -> Iterator[PackedSequence]:
+def pack(documents: Iterable[tuple[dict, np.ndarray]], seq_len: int,
+         drop_last: bool = False) -> Iterator[PackedSequence]:
     """(document info, ids) pairs → sequences of `seq_len` ids along the last axis.
 
     A document longer than the space left continues in the next sequence; every piece is

@@ -9,9 +9,9 @@ consecutive parts of one file (`Document.continues`)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -76,7 +76,7 @@ class TokenCorpus:
             failed = [i for ids in pool.map(self._read_failed_ids, self.output.committed_files(FAILURES_DIR))
                       for i in ids]
         self.provenance = self._check_shards([table.schema.metadata for table in keys])
-        self.index: CorpusIndex = build_index(list(zip(self.shards, keys)), failed)
+        self.index: CorpusIndex = build_index(list(zip(self.shards, keys, strict=True)), failed)
 
     def _read_keys(self, shard: str):
         return pq.read_table(shard, columns=KEY_COLUMNS, filesystem=self._arrow_fs)
@@ -87,7 +87,7 @@ class TokenCorpus:
     def _check_shards(self, metadatas: list[dict | None]) -> dict:
         """Every shard: known schema version, and the same codec identity (`pipeline.output.identity`)."""
         reference = reference_identity = reference_shard = None
-        for path, metadata in zip(self.shards, metadatas):
+        for path, metadata in zip(self.shards, metadatas, strict=True):
             metadata = metadata or {}
             try:
                 check_table_version(metadata, "tokens", TOKENS_SCHEMA_VERSION)

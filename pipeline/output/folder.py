@@ -414,7 +414,7 @@ def _os_words(error: OSError) -> str:
 def _keys_summary(table: pa.Table) -> dict:
     if "chunk_index" in table.column_names:  # a tokens shard
         return {
-            "keys": [list(k) for k in zip(*(table[c].to_pylist() for c in ("id", "chunk_index", "num_chunks")))],
+            "keys": [list(k) for k in zip(*(table[c].to_pylist() for c in ("id", "chunk_index", "num_chunks")), strict=True)],
             "token_pairs": int(pa.compute.sum(table["num_frames"]).as_py() or 0),
             "audio_s": float(pa.compute.sum(table["duration_s"]).as_py() or 0.0),
         }

@@ -149,7 +149,7 @@ class WriterLease:
         if record is not None and record.get("run_id") == self.owner["run_id"]:
             self._delete()
 
-    def __enter__(self) -> "WriterLease":
+    def __enter__(self) -> WriterLease:
         self.acquire()
         return self
 
@@ -167,11 +167,12 @@ class WriterLease:
                 record = self.read()
                 if record is None or record.get("run_id") != self.owner["run_id"]:
                     self.lost = (f"the writer lease of {self.output.url} was taken by another run "
-                                 f"(host {record and record.get('host')}, pid {record and record.get('pid')}); stopping")
+                                 f"(host {record and record.get('host')}, pid {record and record.get('pid')}); "
+                                 "stopping")
                     log.error(self.lost)
                     return
                 self.output.publish(LEASE_FILE, self._record())
-            except Exception as error:  # a missed heartbeat is not fatal; STALE_S covers several
+            except Exception as error:  # noqa: BLE001 - a missed heartbeat is not fatal; STALE_S covers several
                 log.warning("writer lease heartbeat failed: %s", error)
 
     def _delete(self) -> None:

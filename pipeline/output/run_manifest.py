@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .. import __version__
 from ..codecs.semanticodec.variants import ACOUSTIC_VOCAB_SIZE, SAMPLE_RATE_HZ, SEGMENT_SAMPLES, SemantiCodecVariant
@@ -56,7 +56,7 @@ def manifest_from_counts(*, config, source_kind: str, keys: CommittedKeys, run: 
         "schema": "manifest",
         "schema_version": MANIFEST_SCHEMA_VERSION,
         "pipeline_version": __version__,
-        "created_at": datetime.now(timezone.utc).isoformat(),
+        "created_at": datetime.now(UTC).isoformat(),
         "source": {"url": config.source, "kind": source_kind},
         "codec": codec,
         "run": {

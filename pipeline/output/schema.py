@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 
@@ -30,7 +30,7 @@ _ARROW_TYPES = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema_file(name: str, version: int) -> dict:
     path = SCHEMA_DIR / f"{name}.v{version}.json"
     if not path.is_file():

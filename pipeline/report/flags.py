@@ -55,6 +55,12 @@ def build_flags(settings: dict, stats: dict, uris: dict, failures: dict, samples
     if failures["count"]:
         add("failures", "warning", failures["count"], f"{failures['count']} input(s) failed to tokenize: " +
             ", ".join(f"{k} {v}" for k, v in failures["by_type"].items()))
+    _sample_flags(add, settings, stats, samples)
+    return sorted(flags, key=lambda flag: SEVERITY_ORDER[flag["severity"]])
+
+
+def _sample_flags(add, settings: dict, stats: dict, samples: list[dict]) -> None:
+    """The flags of the decoded samples, and of the corpus's token rate."""
     bad = [s for s in samples if s["status"] in ("bad_tokens", "decode_failed", "no_tokens")]
     if bad:
         add("decode_errors", "error", len(bad), f"{len(bad)} sampled row(s) could not be decoded: " +
@@ -67,7 +73,6 @@ def build_flags(settings: dict, stats: dict, uris: dict, failures: dict, samples
     if rate is not None and abs(rate - 1) > TOKEN_RATE_TOLERANCE:
         add("tokens_per_second", "warning", 1, f"the corpus holds {rate:.3f}x the token pairs its durations give "
             f"at {settings['frame_rate']:g} pairs/s (official trim included)")
-    return sorted(flags, key=lambda flag: SEVERITY_ORDER[flag["severity"]])
 
 
 def report_exit_code(report: dict) -> int:

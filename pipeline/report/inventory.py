@@ -112,7 +112,8 @@ def decoder_checkpoint(settings: dict, provenance: dict | None, rule: UriRule,
     if recorded.startswith("synthetic:"):  # built here from a seed, nothing is fetched
         return recorded, None
     fix = "pass --checkpoint with the weights to decode with"
-    if not (_pipeline_own(recorded) or rule.allows(recorded.split("@")[0] if recorded.startswith("hf://") else recorded)):
+    location = recorded.split("@")[0] if recorded.startswith("hf://") else recorded
+    if not (_pipeline_own(recorded) or rule.allows(location)):
         return None, (f"the corpus names the checkpoint {recorded[:300]!r}, outside the corpus folder and every "
                       f"--allow-uri-prefix (the URI rule: a corpus cannot make the report fetch weights): {fix}")
     expected = codec_identity(provenance or {})["files"]

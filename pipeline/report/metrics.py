@@ -45,7 +45,8 @@ def align(reference: np.ndarray, degraded: np.ndarray) -> tuple[np.ndarray, np.n
 def _mel_filters(n_fft: int, n_mels: int, sample_rate: int):
     import torchaudio.functional as AF
 
-    return AF.melscale_fbanks(n_fft // 2 + 1, 0.0, sample_rate / 2, n_mels, sample_rate, norm="slaney", mel_scale="slaney")
+    return AF.melscale_fbanks(n_fft // 2 + 1, 0.0, sample_rate / 2, n_mels, sample_rate, norm="slaney",
+                              mel_scale="slaney")
 
 
 def _magnitude(wave, n_fft: int, hop: int):
@@ -96,7 +97,7 @@ def optional_metric_packages() -> dict[str, bool]:
         try:
             __import__(name)
             found[name] = True
-        except Exception:  # not installed, or broken native build
+        except Exception:  # noqa: BLE001 - not installed, or a broken native build: the metric is left out
             found[name] = False
     return found
 
@@ -105,24 +106,24 @@ def pesq_score(reference: np.ndarray, degraded: np.ndarray, sample_rate: int = S
     """Wide-band PESQ (MOS-LQO), or None when `pesq` is missing or refuses the signal."""
     try:
         from pesq import pesq
-    except Exception:
+    except Exception:  # noqa: BLE001 - an optional metric: missing or broken, it is left out
         return None
     ref, deg = align(reference, degraded)
     try:
         return float(pesq(sample_rate, ref.astype(np.float64), deg.astype(np.float64), "wb"))
-    except Exception:  # e.g. "No utterances detected", too short
+    except Exception:  # noqa: BLE001 - the metric refuses the signal ("No utterances detected", too short)
         return None
 
 
 def stoi_score(reference: np.ndarray, degraded: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float | None:
     try:
         from pystoi import stoi
-    except Exception:
+    except Exception:  # noqa: BLE001 - an optional metric: missing or broken, it is left out
         return None
     ref, deg = align(reference, degraded)
     try:
         value = float(stoi(ref.astype(np.float64), deg.astype(np.float64), sample_rate, extended=False))
-    except Exception:
+    except Exception:  # noqa: BLE001 - the metric refuses the signal
         return None
     return value if math.isfinite(value) else None
 

@@ -43,7 +43,7 @@ def spectrogram_pair(original: np.ndarray | None, decoded: np.ndarray | None, pa
     high = max(float(p.max()) for p in present) if present else 1.0
     fig, axes = plt.subplots(1, 2, figsize=(10, 2.8), sharey=True)
     image = None
-    for ax, (name, spec) in zip(axes, panels):
+    for ax, (name, spec) in zip(axes, panels, strict=True):
         if spec is None:
             ax.text(0.5, 0.5, f"{name} unavailable", ha="center", va="center", transform=ax.transAxes)
             ax.set_xticks([])
@@ -63,7 +63,7 @@ def token_histograms(counts: dict[str, np.ndarray], vocab: dict[str, int], path:
     """Per stream: how often each id range is used (linear ids), and rank-frequency (log-log)."""
     plt = _pyplot()
     fig, axes = plt.subplots(len(counts), 2, figsize=(11, 3.0 * len(counts)), squeeze=False)
-    for (stream, values), (left, right) in zip(counts.items(), axes):
+    for (stream, values), (left, right) in zip(counts.items(), axes, strict=True):
         size = vocab[stream]
         top = max(size, int(np.nonzero(values)[0].max()) + 1 if values.any() else size)
         used = values[:top].astype(np.float64)
@@ -123,7 +123,7 @@ def metric_distributions(values: dict[str, list[float]], path: Path) -> str | No
         return None
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(present), figsize=(3.6 * len(present), 3), squeeze=False)
-    for ax, (name, vs) in zip(axes[0], present.items()):
+    for ax, (name, vs) in zip(axes[0], present.items(), strict=True):
         ax.hist(vs, bins=min(20, max(3, len(vs))), color="#7a5aa6")
         ax.set_title(f"{name} (n={len(vs)})", fontsize=10)
         ax.set_xlabel(name)

@@ -22,7 +22,8 @@ class QADecodeActor:
         from .decode import DecodeRequest, decode_one, not_decoded
 
         out = {"index": [], "waveform": [], "status": [], "error": [], "decode_s": [], "synthetic": []}
-        for index, semantic, acoustic, seed in zip(batch["index"], batch["semantic"], batch["acoustic"], batch["seed"]):
+        columns = (batch["index"], batch["semantic"], batch["acoustic"], batch["seed"])
+        for index, semantic, acoustic, seed in zip(*columns, strict=True):
             tokens = np.stack([np.asarray(semantic, np.int64), np.asarray(acoustic, np.int64)], axis=1)
             if self.codec is None:
                 result = not_decoded(self.error)

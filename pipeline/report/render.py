@@ -36,12 +36,14 @@ def write_sample_media(sample: SampleEvaluation, report_dir: Path) -> None:
     entry = sample.entry
     for key, wave in (("original", sample.original), ("decoded", sample.decoded)):
         if entry["audio"][key]:
-            _or_note(entry, ("audio", key), lambda: write_wav(report_dir / entry["audio"][key], wave))
+            path = report_dir / entry["audio"][key]
+            _or_note(entry, ("audio", key), lambda path=path, wave=wave: write_wav(path, wave))
     if entry["spectrogram"]:
         title = redact(f"{entry['id']} (chunk {entry['chunk_index']})")
         _or_note(entry, ("spectrogram",), lambda: plots.spectrogram_pair(
             M.log_mel(sample.original) if sample.original is not None else None,
-            M.log_mel(sample.decoded) if sample.decoded is not None else None, report_dir / entry["spectrogram"], title))
+            M.log_mel(sample.decoded) if sample.decoded is not None else None,
+            report_dir / entry["spectrogram"], title))
 
 
 def _or_note(entry: dict, where: tuple[str, ...], make) -> None:

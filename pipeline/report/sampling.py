@@ -35,10 +35,10 @@ def index_rows(fs, shards: list[str]) -> dict[str, dict[str, list[int]]]:
     for path in shards:
         try:
             table = pq.read_table(path, columns=INDEX_COLUMNS, filesystem=fs)
-        except Exception:  # unreadable shards are reported by the token scan
+        except Exception:  # noqa: BLE001 - unreadable shards are reported by the token scan
             continue
         labels = groups.setdefault(path, {})
-        for number, (label_ids, human) in enumerate(zip(*(table[c].to_pylist() for c in INDEX_COLUMNS))):
+        for number, (label_ids, human) in enumerate(zip(*(table[c].to_pylist() for c in INDEX_COLUMNS), strict=True)):
             labels.setdefault(primary_label(label_ids, human), []).append(number)
     return groups
 
@@ -60,7 +60,7 @@ def pick_samples(groups: dict[str, dict[str, list[int]]], count: int, seed: int)
             if not available:
                 continue
             tie_break = rng.permutation(len(available))
-            label = min(zip(available, tie_break), key=lambda item: (label_counts[item[0]], item[1]))[0]
+            label = min(zip(available, tie_break, strict=True), key=lambda item: (label_counts[item[0]], item[1]))[0]
             picked.append({"shard_path": shard, "shard": shard_name(shard), "row": pools[shard][label].pop(),
                            "label": label})
             label_counts[label] += 1
@@ -75,7 +75,7 @@ def read_picked_rows(fs, picks: list[dict]) -> list[dict]:
     full = {}
     for path, numbers in by_shard.items():
         table = pq.read_table(path, filesystem=fs).take(numbers)
-        for number, row in zip(numbers, table.to_pylist()):
+        for number, row in zip(numbers, table.to_pylist(), strict=True):
             full[(path, number)] = row
     return [{**full[(p["shard_path"], p["row"])], "shard": p["shard"], "shard_path": p["shard_path"], "row": p["row"]}
             for p in picks]

@@ -52,7 +52,7 @@ def read_provenance(fs, path: str) -> tuple[dict, str | None]:
     try:
         metadata = pq.read_schema(path, filesystem=fs).metadata or {}
         check_table_version(metadata, "tokens", TOKENS_SCHEMA_VERSION)
-    except Exception as error:  # unreadable file, another table, unknown version
+    except Exception as error:  # noqa: BLE001 - reported: unreadable file, another table, unknown version
         return {}, f"{type(error).__name__}: {error}"
     try:
         return json.loads(metadata.get(PROVENANCE_KEY.encode(), b"{}")), None
@@ -254,7 +254,7 @@ def scan_tokens(fs, shards: list[str], *, semantic_vocab_size: int, acoustic_voc
                     scan_batch(stats, batch, name, first)
                     first += batch.num_rows
             stats.shards_scanned += 1
-        except Exception as error:  # a corrupt shard is reported, the rest is still scanned
+        except Exception as error:  # noqa: BLE001 - a corrupt shard is reported, the rest is still scanned
             stats.unreadable_shards.append({"shard": name, "error": f"{type(error).__name__}: {error}"})
     return stats
 
@@ -303,14 +303,14 @@ def check_uris(uris: dict[str, dict], storage_options: dict | None = None, *, ma
             names = {n.rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(path, detail=False)}
         except FileNotFoundError:
             names = set()
-        except Exception:  # no permission to list, odd filesystem: fall back to one check per file
+        except Exception:  # noqa: BLE001 - no permission to list, odd filesystem: one check per file
             names = None
         for uri in members:
             if names is None:
                 try:
                     fs, path = url_to_fs(uri, storage_options)
                     exists = fs.exists(path)
-                except Exception:
+                except Exception:  # noqa: BLE001 - counted as unchecked in the report
                     unchecked += uris[uri]["rows"]
                     continue
             else:
@@ -333,7 +333,7 @@ def failure_stats(fs, shards: list[str], *, max_listed: int = 50) -> dict:
         try:
             table = pq.read_table(path, columns=["id", "uri", "stage", "error_type", "message"], filesystem=fs)
             check_table_version(table.schema.metadata, "failures", FAILURES_SCHEMA_VERSION)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - an unreadable failures shard is reported
             unreadable.append({"shard": shard_name(path), "error": f"{type(error).__name__}: {error}"})
             continue
         for row in table.to_pylist():

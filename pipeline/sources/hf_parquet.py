@@ -117,12 +117,12 @@ class HFParquetSource(Source):
         with ThreadPoolExecutor(max_workers=ID_SCAN_THREADS) as pool:
             ids = list(pool.map(self._file_ids, units))
         entries = ((row_id(unit.key, row, raw), row_place(unit.key, row))
-                   for unit, raws in zip(units, ids) for row, raw in enumerate(raws)
+                   for unit, raws in zip(units, ids, strict=True) for row, raw in enumerate(raws)
                    if id_problem(row_id(unit.key, row, raw)) is None)
         later = later_copies(entries)
         if not later:
             return
-        by_place = {row_place(unit.key, row): (unit, row) for unit, raws in zip(units, ids) for row in range(len(raws))}
+        by_place = {row_place(unit.key, row): (unit, row) for unit, raws in zip(units, ids, strict=True) for row in range(len(raws))}
         for place, first in later.items():
             unit, row = by_place[place]
             unit.duplicates = {**(unit.duplicates or {}), row: first}

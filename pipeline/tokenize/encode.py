@@ -45,7 +45,7 @@ def resample_spans_on_device(codec, chunks: list[AudioChunk]) -> list[AudioChunk
         [round(chunks[i].info.duration_s * SAMPLE_RATE_HZ) for i in pending], SAMPLE_RATE_HZ, codec.device,
     )
     chunks = list(chunks)
-    for index, wave in zip(pending, waves):
+    for index, wave in zip(pending, waves, strict=True):
         chunks[index] = AudioChunk(chunks[index].info, prepare_clip(wave, codec.variant).samples)
     return chunks
 
@@ -63,7 +63,7 @@ def encode_chunks(codec, chunks: list[AudioChunk]) -> list[EncodedChunk | Failur
     except content_error_types(STAGE_ENCODE) as error:
         log.warning("batch of %d chunks failed (%s: %s); encoding one by one", len(chunks), type(error).__name__, error)
         return [_encode_one(codec, chunk) for chunk in chunks]
-    return [_encoded(codec, chunk, tok) for chunk, tok in zip(chunks, tokens)]
+    return [_encoded(codec, chunk, tok) for chunk, tok in zip(chunks, tokens, strict=True)]
 
 
 def _encode_one(codec, chunk: AudioChunk) -> EncodedChunk | Failure:

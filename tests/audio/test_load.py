@@ -226,7 +226,7 @@ def test_chunks_resampled_by_the_encoder_equal_the_decode_tasks_chunks(rate, sec
     assert all(not c.resample_from for c in resampled)
     expected = [prepare_clip(c.waveform, variant).samples for c in on_cpu]
     assert [len(c.waveform) for c in resampled] == [len(e) for e in expected]
-    delta = max(float(np.abs(c.waveform - e).max()) for c, e in zip(resampled, expected))
+    delta = max(float(np.abs(c.waveform - e).max()) for c, e in zip(resampled, expected, strict=True))
     print(f"{rate} Hz {fmt}, {len(on_cpu)} chunks: resampled in the encoder vs the decode task, max |Δ| = {delta:.3g}")
     assert delta <= 1e-6
 
@@ -310,7 +310,7 @@ def test_a_file_whose_container_gives_no_length_is_counted_then_decoded(monkeypa
     monkeypatch.setattr(audio_decode, "_resample_and_cut", whole)
     got = decode(data, chunk_windows=1)
     assert [c.info for c in got] == [c.info for c in expected]
-    assert all(np.array_equal(a.waveform, b.waveform) for a, b in zip(got, expected))
+    assert all(np.array_equal(a.waveform, b.waveform) for a, b in zip(got, expected, strict=True))
 
 
 # --- what a header claims never sizes the decode --------------------------------------------------
@@ -389,4 +389,4 @@ def test_a_flac_whose_header_leaves_the_length_unknown_is_counted_by_ffmpeg():
     got = decode(bytes(data), chunk_windows=1, max_duration_s=3600.0)
     expected = decode(encode(wave, 16000, "FLAC"), chunk_windows=1)
     assert [c.info.duration_s for c in got] == [c.info.duration_s for c in expected]
-    assert all(np.array_equal(a.waveform, b.waveform) for a, b in zip(got, expected))
+    assert all(np.array_equal(a.waveform, b.waveform) for a, b in zip(got, expected, strict=True))

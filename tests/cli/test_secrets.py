@@ -43,7 +43,7 @@ def test_a_presigned_url_manifest_leaves_no_signature_anywhere(tmp_path):
             clients["s3v4"].put_object(Bucket="audio", Key=key, Body=data)
         urls = [clients[version].generate_presigned_url("get_object", Params={"Bucket": "audio", "Key": key},
                                                         ExpiresIn=3600)  # SigV4 and SigV2 URLs
-                for key, version in zip((*objects, "missing.wav"), ("s3v4", "s3", "s3v4", "s3"))]
+                for key, version in zip((*objects, "missing.wav"), ("s3v4", "s3", "s3v4", "s3"), strict=True)]
         manifest = tmp_path / "presigned.jsonl"  # no id column: ids come from the uris; they lie outside
         # the manifest's folder, so the URI rule is widened to the bucket on the command line
         manifest.write_text("".join(json.dumps({"uri": url}) + "\n" for url in urls))

@@ -129,7 +129,7 @@ def test_bf16_tokens_mostly_agree_with_fp32(small_checkpoint):
     waves = [make_tone(5.0, seed=s)[0] for s in range(3)]
     exact = load(small_checkpoint).encode(waves, 16000)
     fast = load(small_checkpoint, "bfloat16").encode(waves, 16000)
-    for a, b in zip(exact, fast):
+    for a, b in zip(exact, fast, strict=True):
         assert a.shape == b.shape
         assert (a[:, 0] == b[:, 0]).mean() > 0.5  # random small weights: only a sanity bound
 
@@ -144,7 +144,7 @@ def test_prepared_clips_give_the_tokens_of_encode(small_checkpoint):
     assert [p.kept_tokens for p in prepared] == [kept_token_count(len(w), 1.0) for w in waves]
     assert abs(float(prepared[1].samples.mean(dtype=np.float64))) < 1e-6  # centred over the padding
     for limit in (1, 64):
-        for got, want in zip(codec.encode_prepared(prepared, max_batch_windows=limit), expected):
+        for got, want in zip(codec.encode_prepared(prepared, max_batch_windows=limit), expected, strict=True):
             np.testing.assert_array_equal(got, want)
     assert codec.encode_prepared([]) == []
 
@@ -208,7 +208,7 @@ def test_out_of_memory_retries_once_with_the_pass_halved(small_checkpoint, monke
     sizes = _fail_when_more_than(codec, monkeypatch, 3)
     got = codec.encode(waves, 16000, max_batch_windows=6)
     assert sizes == [6, 3, 3]
-    for a, b in zip(got, expected):
+    for a, b in zip(got, expected, strict=True):
         np.testing.assert_array_equal(a, b)
     assert is_out_of_memory(torch.cuda.OutOfMemoryError("x"))
     assert not is_out_of_memory(ValueError("out of memory"))  # not from torch's allocator

@@ -100,7 +100,7 @@ def test_seeded_decode_does_not_depend_on_batching(codec_r100, golden_dir):
     tokens = [golden(golden_dir, "tokens_r100_clip_a.npy")[0], golden(golden_dir, "tokens_r100_clip_d.npy")[0][:600]]
     together = codec.decode(tokens, ddim_steps=2, seed=7, max_batch_windows=8)
     alone = codec.decode(tokens, ddim_steps=2, seed=7, max_batch_windows=1)
-    for a, b in zip(together, alone):
+    for a, b in zip(together, alone, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=ATOL)
     assert [len(w) for w in together] == [61440, 192000]
 

@@ -27,7 +27,7 @@ def test_token_shapes_ranges_and_lengths(small_checkpoint, rate):
     codec = SemantiCodec.from_pretrained(str(small_checkpoint), token_rate=rate, semantic_vocab_size=8192)
     waves = [make_tone(1.0), make_tone(10.24, seed=1), make_tone(0.05, seed=2)]
     tokens = codec.encode(waves, sample_rate=16000)
-    for wave, tok in zip(waves, tokens):
+    for wave, tok in zip(waves, tokens, strict=True):
         assert tok.dtype == np.int64 and tok.ndim == 2 and tok.shape[1] == 2
         assert len(tok) == kept_token_count(wave.shape[1], 100 / rate)
         assert tok[:, 0].min() >= 0 and tok[:, 0].max() < 8192
@@ -41,7 +41,7 @@ def test_batched_equals_single_and_order_is_kept(codec):
     single = codec.encode(waves, sample_rate=16000, max_batch_windows=1)
     for limit in (3, 16):
         batched = codec.encode(waves, sample_rate=16000, max_batch_windows=limit)
-        for one, many in zip(single, batched):
+        for one, many in zip(single, batched, strict=True):
             np.testing.assert_array_equal(one, many)
     # one clip alone gives what it gives among others
     np.testing.assert_array_equal(codec.encode([waves[3]], 16000)[0], single[3])

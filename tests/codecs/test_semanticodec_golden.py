@@ -71,7 +71,7 @@ def test_batched_tokens_equal_one_at_a_time(golden_codec, golden_clips, golden_d
     rates = [sr for _, sr in golden_clips.values()]
     batched = golden_codec.encode(waves, sample_rate=rates, max_batch_windows=8)
     total = flipped = 0
-    for (clip, (wave, sr)), tokens in zip(golden_clips.items(), batched):
+    for (clip, (wave, sr)), tokens in zip(golden_clips.items(), batched, strict=True):
         expected = golden_tokens(golden_dir, rate, clip)
         assert tokens.shape == expected.shape
         total += expected.size
@@ -177,7 +177,7 @@ def test_single_rate_folder_gives_the_golden_tokens(golden_dir, golden_clips, tm
     codec = SemantiCodec.from_pretrained(str(folder), token_rate=100, semantic_vocab_size=4096)
     assert codec.provenance.layout == "single-rate"
     tokens = codec.encode([golden_clips[c][0] for c in LAYOUT_CLIPS], sample_rate=[golden_clips[c][1] for c in LAYOUT_CLIPS])
-    _assert_golden_tokens(dict(zip(LAYOUT_CLIPS, tokens)), golden_dir, "single-rate folder")
+    _assert_golden_tokens(dict(zip(LAYOUT_CLIPS, tokens, strict=True)), golden_dir, "single-rate folder")
 
 
 def test_offline_hf_cache_gives_the_golden_tokens(golden_dir, tmp_path):

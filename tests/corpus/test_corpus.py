@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipeline.corpus import CorpusError, PackedTokenDataset, TokenCorpus, TokenLayout
 from pipeline.cli.export import export_main
+from pipeline.corpus import CorpusError, PackedTokenDataset, TokenCorpus, TokenLayout
 from pipeline.corpus.export import export
 from pipeline.corpus.indexed import read_indexed
 from pipeline.output.folder import (
@@ -120,7 +120,7 @@ def test_resume_yields_exactly_the_remaining_sequences(tmp_path):
     restored.load_state_dict(state)
     rest = [s["input_ids"] for s in restored]
     assert len(head) + len(rest) == len(full)
-    for a, b in zip(head + rest, full):
+    for a, b in zip(head + rest, full, strict=True):
         assert torch.equal(a, b)
     with pytest.raises(ValueError, match="seed"):
         PackedTokenDataset(str(tmp_path), 40, seed=6).load_state_dict(state)
@@ -265,7 +265,7 @@ def test_readme_training_snippet_resumes_exactly_with_2_workers(tmp_path, monkey
     uninterrupted = [s["input_ids"] for s in torch.utils.data.DataLoader(
         PackedTokenDataset(str(tmp_path / "OUT"), seq_len=40, seed=0), batch_size=None, num_workers=2)]
     assert len(seen) == len(uninterrupted) > 13
-    for a, b in zip(seen, uninterrupted):
+    for a, b in zip(seen, uninterrupted, strict=True):
         assert torch.equal(a, b)
 
 
@@ -276,7 +276,7 @@ def test_a_restored_position_applies_to_one_pass_only(tmp_path):
     dataset.load_state_dict({"seed": 5, "epoch": 0, "sequences": {"0": 3}})
     assert len(list(dataset)) == len(full) - 3
     again = [s["input_ids"] for s in dataset]  # the next pass starts from the beginning
-    assert len(again) == len(full) and all(torch.equal(a, b) for a, b in zip(again, full))
+    assert len(again) == len(full) and all(torch.equal(a, b) for a, b in zip(again, full, strict=True))
     dataset.set_epoch(1)
     assert [s["input_ids"].shape for s in dataset] and dataset.state_dict()["epoch"] == 1
 

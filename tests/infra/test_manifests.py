@@ -24,9 +24,10 @@ import json
 import re
 import shlex
 import tomllib
-from functools import lru_cache
+from collections.abc import Callable, Iterator
+from functools import cache
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import jsonschema
 import pytest
@@ -68,7 +69,7 @@ def yaml_files() -> list[Path]:
     return sorted(p for p in INFRA.rglob("*") if p.is_file() and p.suffix in (".yaml", ".yml"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load(path: Path) -> tuple:
     return tuple(d for d in yaml.safe_load_all(path.read_text()) if d is not None)
 
@@ -189,7 +190,7 @@ CRDValidator = jsonschema.validators.extend(
 )
 
 
-@lru_cache(maxsize=None)
+@cache
 def crd_validator(kind: str):
     docs = [d for d in yaml.safe_load_all((crd_dir() / CRD_FILES[kind]).read_text()) if d]
     crd = next(d for d in docs if d.get("kind") == "CustomResourceDefinition")

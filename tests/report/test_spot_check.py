@@ -323,7 +323,7 @@ def test_decoding_on_ray_actors_matches_in_process(corpus, report, ray_local, tm
     local = report["json"]
     assert on_ray["decode"]["in_process"] is False and local["decode"]["in_process"] is True
     assert [s["id"] for s in on_ray["samples"]] == [s["id"] for s in local["samples"]]
-    for a, b in zip(on_ray["samples"], local["samples"]):
+    for a, b in zip(on_ray["samples"], local["samples"], strict=True):
         assert a["status"] == b["status"], (a["id"], a["error"], b["error"])
         if b["metrics"]:
             for name in ("log_mel_distance", "mrstft_distance"):

@@ -17,7 +17,7 @@ from tests.support.audio import flac_bytes
 
 def cluster(*cpus: int, gpus: tuple[int, ...] = ()) -> ClusterView:
     gpus = gpus or (0,) * len(cpus)
-    return ClusterView(tuple(RayNode(f"n{i}", f"10.0.0.{i}", c, g) for i, (c, g) in enumerate(zip(cpus, gpus))), "n0")
+    return ClusterView(tuple(RayNode(f"n{i}", f"10.0.0.{i}", c, g) for i, (c, g) in enumerate(zip(cpus, gpus, strict=True))), "n0")
 
 
 def sized(*cpus: int, **settings) -> EncoderResources:

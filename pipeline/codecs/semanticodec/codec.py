@@ -15,8 +15,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -172,7 +172,7 @@ class SemantiCodec:
         revision: str | None = None,
         cache_dir: str | None = None,
         storage_options: dict | None = None,
-    ) -> "SemantiCodec":
+    ) -> SemantiCodec:
         """Load a published variant's encoder from the hub, a local folder or an fsspec URL.
 
         `checkpoint` is `hf://owner/repo[@revision]` (default `hf://haoheliu/SemantiCodec`), a
@@ -246,7 +246,7 @@ class SemantiCodec:
             )
         clips = [
             to_mono_16k(validate_waveform(wave, rate, index), rate)
-            for index, (wave, rate) in enumerate(zip(waveforms, rates))
+            for index, (wave, rate) in enumerate(zip(waveforms, rates, strict=True))
         ]
         return list(self.encode_mono_16k(clips, max_batch_windows=max_batch_windows))
 
@@ -294,7 +294,7 @@ class SemantiCodec:
             for part_windows, host_tokens, done in parts:
                 if done is not None:
                     done.synchronize()  # waits for this pass only; the next one keeps the device busy
-                for (c, w), window_tokens in zip(part_windows, host_tokens):
+                for (c, w), window_tokens in zip(part_windows, host_tokens, strict=True):
                     pieces.setdefault(c, []).append(window_tokens)
                     if w == last_window[c]:
                         finished[c] = torch.cat(pieces.pop(c))[: kept[c]].numpy().astype(np.int64)

@@ -91,7 +91,7 @@ class DiffusionSchedule:
     sqrt_one_minus_alphas_cumprod: torch.Tensor
 
     @classmethod
-    def from_state_dict(cls, state: dict) -> "DiffusionSchedule":
+    def from_state_dict(cls, state: dict) -> DiffusionSchedule:
         return cls(*(state[k].float().clone() for k in
                      ("alphas_cumprod", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod")))
 

@@ -32,7 +32,7 @@ def _window_noise(noise, seed, clip_windows: list[int], steps: int) -> list[torc
         if len(noise) != len(clip_windows):
             raise ValueError(f"noise has {len(noise)} entries for {len(clip_windows)} clips")
         out = []
-        for clip, (per_clip, count) in enumerate(zip(noise, clip_windows)):
+        for clip, (per_clip, count) in enumerate(zip(noise, clip_windows, strict=True)):
             if len(per_clip) != count:
                 raise ValueError(f"noise for clip {clip} has {len(per_clip)} windows, the tokens make {count}")
             for array in per_clip:
@@ -58,7 +58,8 @@ def decode_tokens(codec, tokens_list, ddim_steps: int, cfg_scale: float, seed, n
     timesteps = ddim_timesteps(ddim_steps)
     spans = [split_windows(len(clip), window) for clip in clips]
     noises = _window_noise(noise, seed, [len(s) for s in spans], len(timesteps))
-    jobs = [(c, clip[a:b]) for c, (clip, clip_spans) in enumerate(zip(clips, spans)) for a, b in clip_spans]
+    jobs = [(c, clip[a:b]) for c, (clip, clip_spans) in enumerate(zip(clips, spans, strict=True))
+            for a, b in clip_spans]
     device = codec.device
     waveforms: list[np.ndarray] = []
     total = math.ceil(len(jobs) / max_batch_windows) * (len(timesteps) + 1)
@@ -76,7 +77,7 @@ def decode_tokens(codec, tokens_list, ddim_steps: int, cfg_scale: float, seed, n
         progress(0, total)
         hook = decoder.unet.register_forward_hook(tick)
     try:
-        queue = iter(zip(jobs, noises))
+        queue = iter(zip(jobs, noises, strict=True))
         while batch := list(islice(queue, max_batch_windows)):
             context = torch.stack([decoder.conditioning(tokens.to(device), window) for (_, tokens), _ in batch])
             batch_noise = torch.stack([n for _, n in batch]).to(device)
@@ -88,7 +89,7 @@ def decode_tokens(codec, tokens_list, ddim_steps: int, cfg_scale: float, seed, n
         if hook is not None:
             hook.remove()
     out, position = [], 0
-    for clip, clip_spans in zip(clips, spans):
+    for clip, clip_spans in zip(clips, spans, strict=True):
         joined = overlap_add(waveforms[position : position + len(clip_spans)])
         position += len(clip_spans)
         out.append(joined[: output_samples(len(clip), codec.variant.stack_factor)])

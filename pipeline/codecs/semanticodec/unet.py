@@ -223,7 +223,7 @@ class UNetModel(nn.Module):
         return self.out(h)
 
     @classmethod
-    def from_state_dict(cls, state: dict, prefix: str = "model.diffusion_model.") -> "UNetModel":
+    def from_state_dict(cls, state: dict, prefix: str = "model.diffusion_model.") -> UNetModel:
         own = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         model = cls(own)
         model.load_state_dict(own, strict=True, assign=True)

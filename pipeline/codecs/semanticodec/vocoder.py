@@ -39,7 +39,7 @@ class HifiGanConfig:
     def output_length(self, frames: int) -> int:
         """Samples produced for `frames` mel frames (each transposed conv: (L−1)·u − 2·((k−u)//2) + k)."""
         length = frames
-        for rate, kernel in zip(self.upsample_rates, self.upsample_kernel_sizes):
+        for rate, kernel in zip(self.upsample_rates, self.upsample_kernel_sizes, strict=True):
             length = (length - 1) * rate - 2 * ((kernel - rate) // 2) + kernel
         return length
 
@@ -58,7 +58,7 @@ class _ResBlock1(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for conv1, conv2 in zip(self.convs1, self.convs2):
+        for conv1, conv2 in zip(self.convs1, self.convs2, strict=True):
             t = conv1(F.leaky_relu(x, LRELU_SLOPE))
             x = x + conv2(F.leaky_relu(t, LRELU_SLOPE))
         return x
@@ -83,7 +83,8 @@ class HifiGanVocoder(nn.Module):
                 stride=rate,
                 padding=(kernel - rate) // 2,
             )
-            for stage, (rate, kernel) in enumerate(zip(config.upsample_rates, config.upsample_kernel_sizes))
+            for stage, (rate, kernel) in enumerate(
+                zip(config.upsample_rates, config.upsample_kernel_sizes, strict=True))
         )
         # Flat list: block 3·s + j belongs to stage s with kernel resblock_kernel_sizes[j].
         self.resblocks = nn.ModuleList(
