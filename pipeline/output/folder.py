@@ -316,16 +316,19 @@ class OutputFolder:
         return self.read_json(MANIFEST_FILE)
 
     # --- the run fingerprint: a resume must not mix corpora ---
-    def check_fingerprint(self, fingerprint: dict, committed_provenance: dict | None = None) -> None:
-        """Record `fingerprint` on the first run; refuse (OutputError) a rerun whose settings differ.
-        An output written before fingerprints existed is checked against a committed shard's
-        provenance (variant, dtype) instead."""
+    def check_fingerprint(self, fingerprint: dict, committed_provenance: dict | None = None, *,
+                          record: bool = True) -> None:
+        """Record `fingerprint` on the first run (unless `record` is false: a check that writes nothing);
+        refuse (OutputError) a rerun whose settings differ. An output written before fingerprints
+        existed is checked against a committed shard's provenance (variant, dtype) instead."""
         recorded = self._read_fingerprint()
         if recorded is None:
             if committed_provenance:
                 legacy = {key: committed_provenance.get(key) for key in ("variant", "dtype") if key in fingerprint}
                 self._check_against({**fingerprint, **legacy, ID_RULE_KEY: LEGACY_ID_RULE}, fingerprint)
-            self.publish(FINGERPRINT_FILE, (json.dumps(fingerprint, indent=2, sort_keys=True) + "\n").encode())
+            if record:
+                self.publish(FINGERPRINT_FILE,
+                             (json.dumps(fingerprint, indent=2, sort_keys=True) + "\n").encode())
             return
         if ID_RULE_KEY in fingerprint and isinstance(recorded, dict):
             recorded = {ID_RULE_KEY: LEGACY_ID_RULE, **recorded}

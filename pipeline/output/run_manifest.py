@@ -1,12 +1,15 @@
 """The run summary (manifest.json, schemas/manifest.v1.json) from counts: what the output held when
-the run started plus what this run's write tasks reported. No shard is read again."""
+the run started plus what this run's write tasks reported. No shard is read again.
+
+`runs` keeps the record of every run of the output, oldest first (`run` is the last one): a resumed
+run adds its own to the earlier ones', and a rerun with nothing to do writes no manifest at all."""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .. import __version__
 from ..codecs.semanticodec.variants import ACOUSTIC_VOCAB_SIZE, SAMPLE_RATE_HZ, SEGMENT_SAMPLES
@@ -37,12 +40,10 @@ def run_totals(summaries: list[dict]) -> dict:
 
 
 def manifest_from_counts(*, config, source_kind: str, keys: CommittedKeys, run: dict, encoder: dict,
-                         wall_time_s: float, resumed: bool) -> dict:
+                         wall_time_s: float, resumed: bool, earlier: dict | None = None) -> dict:
     """`keys`: the output's committed keys at the end of the run (those read at the start, plus this
-    run's write summaries folded in by the driver); `run`: `run_totals` of this run's summaries."""
-    complete = keys.complete_ids()
-    partial = keys.partial_ids(complete)
-    tokenized = complete - keys.failed
+    run's write summaries folded in by the driver); `run`: `run_totals` of this run's summaries;
+    `earlier`: the manifest the output held before this run (its runs are kept)."""
     codec = {k: v for k, v in (keys.provenance or {}).items() if k not in _RUN_ONLY_KEYS}
     if not codec:  # nothing tokenized yet: what the run was asked for
         codec = {"codec": "semanticodec", "variant": f"semanticodec-r{config.token_rate}-v{config.semantic_vocab_size}",
@@ -51,37 +52,55 @@ def manifest_from_counts(*, config, source_kind: str, keys: CommittedKeys, run: 
                  "synthetic_weights": config.checkpoint.startswith("synthetic:"), "dtype": config.dtype}
     passes, windows = run.get("encoder_passes", 0), run.get("encoder_windows", 0)
     this_run_rows = run.get("token_rows", 0) + run.get("failed", 0) + run.get("retryable", 0)
+    record = {
+        "finished_at": datetime.now(UTC).isoformat(),
+        "batch_size": encoder["batch_rows"], "max_batch_windows": config.max_batch_windows,
+        "num_encoders": encoder["num_encoders"], "encoder_device": encoder["device"],
+        "chunk_s": config.chunk_windows * SEGMENT_SAMPLES / SAMPLE_RATE_HZ, "rows_per_file": config.rows_per_file,
+        "wall_time_s": wall_time_s, "resumed": resumed, "rows_this_run": this_run_rows,
+        "encoder": {
+            "forward_passes": passes, "windows": windows,
+            "mean_windows_per_pass": windows / passes if passes else 0.0,
+            "dtype_per_component": run.get("dtype_per_component") or {},
+        },
+        "retryable_types": run.get("retryable_types") or {},
+        "config": {k: v for k, v in asdict(config).items()
+                   if k not in ("aws_profile", "s3_endpoint_url", "s3_region", "s3_anon")},
+    }
     return redact_all({  # --source, --output and the checkpoint may be URLs with credentials
         "schema": "manifest",
         "schema_version": MANIFEST_SCHEMA_VERSION,
         "pipeline_version": __version__,
-        "created_at": datetime.now(timezone.utc).isoformat(),
+        "created_at": datetime.now(UTC).isoformat(),
         "source": {"url": config.source, "kind": source_kind},
         "codec": codec,
-        "run": {
-            "batch_size": encoder["batch_rows"], "max_batch_windows": config.max_batch_windows,
-            "num_encoders": encoder["num_encoders"], "encoder_device": encoder["device"],
-            "chunk_s": config.chunk_windows * SEGMENT_SAMPLES / SAMPLE_RATE_HZ, "rows_per_file": config.rows_per_file,
-            "wall_time_s": wall_time_s, "resumed": resumed, "rows_this_run": this_run_rows,
-            "encoder": {
-                "forward_passes": passes, "windows": windows,
-                "mean_windows_per_pass": windows / passes if passes else 0.0,
-                "dtype_per_component": run.get("dtype_per_component") or {},
-            },
-            "retryable_types": run.get("retryable_types") or {},
-            "config": {k: v for k, v in asdict(config).items()
-                       if k not in ("aws_profile", "s3_endpoint_url", "s3_region", "s3_anon")},
-        },
-        "counts": {
-            "inputs": len(tokenized | keys.failed | partial | keys.retryable.keys()),
-            "tokenized": len(tokenized), "failed": len(keys.failed), "retryable": len(keys.retryable),
-            "incomplete": len(partial),
-            "token_rows": keys.token_rows, "token_files": keys.token_files, "failure_files": keys.failure_files,
-            "failures_by_type": dict(keys.failure_types),
-        },
+        "run": record,
+        "runs": [*earlier_runs(earlier), record],
+        "counts": output_counts(keys),
         "totals": {
             "audio_hours": keys.audio_s / 3600, "token_pairs": keys.token_pairs, "tokens": 2 * keys.token_pairs,
             "audio_seconds_per_second": run.get("audio_s", 0.0) / wall_time_s if wall_time_s else 0.0,
             "clips_per_second": this_run_rows / wall_time_s if wall_time_s else 0.0,
         },
     })
+
+
+def output_counts(keys: CommittedKeys) -> dict:
+    """The manifest's `counts`: the output's inputs by outcome, its rows and files."""
+    complete = keys.complete_ids()
+    partial = keys.partial_ids(complete)
+    tokenized = complete - keys.failed
+    return {
+        "inputs": len(tokenized | keys.failed | partial | keys.retryable.keys()),
+        "tokenized": len(tokenized), "failed": len(keys.failed), "retryable": len(keys.retryable),
+        "incomplete": len(partial),
+        "token_rows": keys.token_rows, "token_files": keys.token_files, "failure_files": keys.failure_files,
+        "failures_by_type": dict(keys.failure_types),
+    }
+
+
+def earlier_runs(manifest: dict | None) -> list[dict]:
+    """The runs a manifest records (one written before `runs` existed records only its `run`)."""
+    if not manifest:
+        return []
+    return list(manifest.get("runs") or ([manifest["run"]] if manifest.get("run") else []))

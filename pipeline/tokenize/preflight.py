@@ -1,5 +1,6 @@
-"""Checks a tokenize run's settings on the driver before Ray starts, so that every mistake we can
-see ends in one line within seconds instead of a traceback from inside an actor: numbers in range,
+"""Checks a tokenize run's settings on the driver before Ray starts (the first step of `plan.plan_run`),
+so that every mistake we can see ends in one line within seconds instead of a traceback from inside
+an actor: numbers in range,
 credentials present for s3:// URLs, the source exists and lists, the output is a writable folder,
 the checkpoint resolves and holds the variant's files, a Hugging Face token is there for --push-to-hub;
 local weights load with the safe loader, and the libraries the run uses (libsndfile, FFmpeg through
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from ..environment import check_libraries
 from ..errors import CheckpointError, ConfigError, OutputError, SourceError, UserError
 from ..fsutil import options_for, protocol_of, unknown_protocol, url_to_fs
+from ..sources import dedupe_units, open_source
 from .config import TokenizeConfig
 
 # Settings that must be at least this much (None = not set, allowed where the default is None).
@@ -26,6 +28,7 @@ MINIMUMS = {
     "chunk_windows": 1, "read_retries": 1, "qa_samples": 0, "qa_ddim_steps": 1, "ray_num_cpus": 1,
 }
 PROBE_DIR = "_tmp"
+AUDIOSET_HF = "hf://datasets/agkphysics/AudioSet"
 HUB_PROBE_TIMEOUT_S = 10.0  # the output folder's scratch space (never read as output)
 MAX_EXIT_CODE = 255
 
@@ -93,10 +96,22 @@ def check_s3_credentials(config: TokenizeConfig) -> None:
             "--s3-anon reads public buckets")
 
 
+def open_config_source(config: TokenizeConfig, storage_options: dict) -> tuple[object, list]:
+    """The source `config` names, opened with its settings, and its units, deduplicated."""
+    source = open_source(config.source, audio_root=config.audio_root, class_labels=config.class_labels,
+                         split=source_split(config), storage_options=storage_options,
+                         read_retries=config.read_retries, missing_inputs=config.missing_inputs,
+                         dedupe=config.dedupe, allow_uri_prefixes=config.allow_uri_prefix or ())
+    return source, dedupe_units(source.list_units(), config.dedupe)
+
+
+def source_split(config) -> str | None:
+    """The HF dataset split to read: the one given, or AudioSet's balanced train split by default."""
+    return config.split or ("bal_train" if config.source.startswith(AUDIOSET_HF) else None)
+
+
 def check_source(config: TokenizeConfig, storage_options: dict) -> tuple[object, list]:
     """The source opens and lists (a manifest is read, so a missing uri column shows here)."""
-    from .run import open_config_source
-
     url = config.source
     check_protocol(url, "--source", SourceError)
     try:
