@@ -47,6 +47,7 @@ import pyarrow.parquet as pq
 from ..errors import OutputError
 from .identity import ID_RULE_KEY, LEGACY_ID_RULE
 from .schema import FAILURES_SCHEMA_VERSION, TOKENS_SCHEMA_VERSION, arrow_schema
+from .summary import ShardSummary
 from .supersede import declared_void, relative_shard
 
 TOKENS_DIR = "tokens"
@@ -79,27 +80,27 @@ class CommittedKeys:
     void: dict[str, set[str]] = field(default_factory=dict)  # shard (relative path) -> ids superseded in it
     retrying: dict[str, str] = field(default_factory=dict)  # id -> error type of a failure being retried
 
-    def add_summary(self, summary: dict) -> None:
+    def add_summary(self, summary: ShardSummary) -> None:
         """Fold one write task's summary (`shards.write_records`) into these keys."""
-        for key, chunk, total in json.loads(summary["token_keys_json"]):
+        for key, chunk, total in summary.token_keys:
             self.chunks.add((key, chunk))
             self.num_chunks[key] = total
-        for shard, ids in json.loads(summary.get("superseded_json") or "{}").items():
+        for shard, ids in summary.superseded.items():
             self.void.setdefault(shard, set()).update(ids)
             for key in ids:
                 self._forget(shard, key)
-        self.failed.update(json.loads(summary["failed_ids_json"]))
-        for key, shard in json.loads(summary.get("retryable_ids_json") or "[]"):
+        self.failed.update(summary.failed_ids)
+        for key, shard in summary.retryable_ids:
             self.retryable[key] = shard
-        if self.provenance is None and summary.get("provenance_json"):
-            self.provenance = json.loads(summary["provenance_json"])
-        self.token_rows += int(summary["token_rows"])
-        self.token_pairs += int(summary["token_pairs"])
-        self.audio_s += float(summary["audio_s"])
-        for kind, count in json.loads(summary["failure_types"]).items():
+        if self.provenance is None and summary.provenance:
+            self.provenance = summary.provenance
+        self.token_rows += summary.token_rows
+        self.token_pairs += summary.token_pairs
+        self.audio_s += summary.audio_s
+        for kind, count in summary.failure_types.items():
             self.failure_types[kind] = self.failure_types.get(kind, 0) + count
-        self.token_files += int(bool(summary["token_rows"]))
-        self.failure_files += int(bool(summary["failed"]))
+        self.token_files += int(bool(summary.token_rows))
+        self.failure_files += int(bool(summary.failed))
 
     def _forget(self, shard: str, key: str) -> None:
         """The row of `key` in `shard` was superseded: it no longer counts."""

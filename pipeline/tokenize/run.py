@@ -16,12 +16,12 @@ import os
 import pickle
 import time
 
-from .. import __version__
 from ..codecs.semanticodec.variants import SEGMENT_SAMPLES
 from ..errors import Interrupted
 from ..fsutil import options_for
 from ..output.lease import WriterLease
-from ..output.run_manifest import manifest_from_counts, output_counts, run_totals
+from ..output.run_manifest import manifest_from_counts, output_counts
+from ..output.summary import ShardSummary
 from .cluster import ClusterView, check_cluster_paths
 from .config import TokenizeConfig
 from .encoder_plan import EncoderResources, EncoderSpec, encoder_resources
@@ -74,12 +74,12 @@ def run_tokenize(config: TokenizeConfig, plan: RunPlan, *, progress: bool = True
 
 
 def _run(config: TokenizeConfig, plan: RunPlan, started: float, progress: bool, resources: EncoderResources) -> dict:
-    summaries = _consume(_dataset(config, plan, resources), plan.keys, plan.lease, plan.total_inputs, progress) \
-        if plan.units else []
+    total = _consume(_dataset(config, plan, resources), plan.keys, plan.lease, plan.total_inputs, progress) \
+        if plan.units else ShardSummary()
     drop_superseded(plan.output, plan.keys)
     encoder = {"batch_rows": config.max_batch_windows, "num_encoders": resources.max_actors,
                "device": resources.device}
-    return _finish(config, plan, run_totals(summaries), encoder, time.time() - started)
+    return _finish(config, plan, total, encoder, time.time() - started)
 
 
 def _dataset(config: TokenizeConfig, plan: RunPlan, resources: EncoderResources):
@@ -96,7 +96,6 @@ def _dataset(config: TokenizeConfig, plan: RunPlan, resources: EncoderResources)
     # Each row holds at least one 10.24 s window, so batches of `max_batch_windows` rows fill every
     # forward pass but the last of a batch (rows of long files hold up to `chunk_windows` windows).
     batch_rows = config.max_batch_windows
-    run_info = {"pipeline_version": __version__, "batch_size": batch_rows, "max_batch_windows": config.max_batch_windows}
     # A stage's own exception reaches the driver (a Fault, an OutputError), not Ray Data's wrapper.
     ray.data.DataContext.get_current().raise_original_map_exception = True
     skip_ref = ray.put((plan.complete, plan.keys.chunks, plan.partial))
@@ -121,11 +120,11 @@ def _dataset(config: TokenizeConfig, plan: RunPlan, resources: EncoderResources)
         num_gpus=resources.gpus_per_actor, num_cpus=resources.cpus_per_actor,
     )
     return ds.map_batches(write_batch, batch_size=config.rows_per_file, batch_format="pyarrow",
-                          fn_kwargs={"output": plan.output, "run_info": run_info,
+                          fn_kwargs={"output": plan.output,
                                      "previous_ref": ray.put(plan.previous) if plan.previous else None})
 
 
-def _finish(config: TokenizeConfig, plan: RunPlan, run: dict, encoder: dict, wall_time_s: float) -> dict:
+def _finish(config: TokenizeConfig, plan: RunPlan, run: ShardSummary, encoder: dict, wall_time_s: float) -> dict:
     """Write the manifest (this run's record added to the earlier ones) and the dataset card."""
     from ..output.dataset_card import write_dataset_card
 
@@ -146,27 +145,27 @@ def _finish_idle(config: TokenizeConfig, plan: RunPlan, started: float) -> dict:
         return manifest
     log.info("the output's manifest is %s: writing it", "missing" if manifest is None else "behind its shards")
     encoder = {"batch_rows": config.max_batch_windows, "num_encoders": 0, "device": "none"}
-    return _finish(config, plan, run_totals([]), encoder, time.time() - started)
+    return _finish(config, plan, ShardSummary(), encoder, time.time() - started)
 
 
-def _consume(ds, keys, lease: WriterLease, total_inputs: int | None, progress: bool) -> list[dict]:
-    """Run the dataset, folding each write summary into `keys`; a progress bar on stderr."""
+def _consume(ds, keys, lease: WriterLease, total_inputs: int | None, progress: bool) -> ShardSummary:
+    """Run the dataset, folding each write summary's keys into `keys`; returns the sum of their counts.
+    A progress bar on stderr."""
     from tqdm import tqdm
 
-    summaries: list[dict] = []
+    total = ShardSummary()
     bar = tqdm(total=total_inputs, desc="tokenizing", unit="input", disable=not progress, dynamic_ncols=True)
-    audio_s, failed, t0 = 0.0, 0, time.time()
+    t0 = time.time()
     try:
-        for summary in ds.iter_rows():
+        for row in ds.iter_rows():
             lease.check()
-            summaries.append(summary)
+            summary = ShardSummary.from_row(row)
             keys.add_summary(summary)
-            audio_s += float(summary["audio_s"])
-            failed += int(summary["failed"]) + int(summary["retryable"])
-            bar.update(int(summary["inputs_done"]))
+            total += summary.without_keys()
+            bar.update(summary.inputs_done)
             elapsed = max(time.time() - t0, 1e-9)
-            bar.set_postfix_str(f"{audio_s / 3600:.3f} audio-h, {audio_s / elapsed:.2f} audio-h/h, "
-                                f"{failed} failed", refresh=False)
+            bar.set_postfix_str(f"{total.audio_s / 3600:.3f} audio-h, {total.audio_s / elapsed:.2f} audio-h/h, "
+                                f"{total.failed + total.retryable} failed", refresh=False)
     finally:
         bar.close()
-    return summaries
+    return total

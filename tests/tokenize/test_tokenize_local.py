@@ -150,6 +150,7 @@ def test_output_schema_provenance_and_readers(ray_local, samples, small_checkpoi
         provenance = json.loads(meta[b"pipeline.provenance"])
         assert provenance["variant"] == "semanticodec-r100-v4096" and provenance["synthetic_weights"] is True
         assert len(provenance["files"]["encoder"]["sha256"]) == 64
+        assert not {"batch_size", "max_batch_windows"} & set(provenance)  # run settings are the manifest's
         assert parquet.metadata.num_rows <= 3
     import datasets
     import pyarrow.dataset as pads
