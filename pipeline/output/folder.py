@@ -102,6 +102,18 @@ class CommittedKeys:
         self.token_files += int(bool(summary.token_rows))
         self.failure_files += int(bool(summary.failed))
 
+    def still_counted(self, shard: str, key: str) -> bool:
+        """Whether the row of `key` in the retryable or retried failure shard `shard` still counts
+        (no new row superseded it)."""
+        if shard.startswith(f"{RETRYABLE_DIR}/"):
+            return self.retryable.get(key) == shard
+        return key in self.failed and key in self.retrying
+
+    def void_row(self, shard: str, key: str) -> None:
+        """The row of `key` in `shard` is obsolete: it no longer counts, and `void` says to remove it."""
+        self.void.setdefault(shard, set()).add(key)
+        self._forget(shard, key)
+
     def _forget(self, shard: str, key: str) -> None:
         """The row of `key` in `shard` was superseded: it no longer counts."""
         if shard.startswith(f"{RETRYABLE_DIR}/"):

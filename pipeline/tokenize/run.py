@@ -76,10 +76,24 @@ def run_tokenize(config: TokenizeConfig, plan: RunPlan, *, progress: bool = True
 def _run(config: TokenizeConfig, plan: RunPlan, started: float, progress: bool, resources: EncoderResources) -> dict:
     total = _consume(_dataset(config, plan, resources), plan.keys, plan.lease, plan.total_inputs, progress) \
         if plan.units else ShardSummary()
+    if plan.limit_ids is None:  # every container was read through (--limit may stop one midway)
+        void_read_through_containers(plan)
     drop_superseded(plan.output, plan.keys)
     encoder = {"batch_rows": config.max_batch_windows, "num_encoders": resources.max_actors,
                "device": resources.device}
     return _finish(config, plan, total, encoder, time.time() - started)
+
+
+def void_read_through_containers(plan: RunPlan) -> None:
+    """A container (tar shard, Parquet file) with a row of its own being retried (a transient error
+    after its last member) that this run read through without a new row of it or of its inputs (all
+    of them were complete) is accounted for: its old row, which nothing superseded, goes too (else
+    every rerun would report it retryable again)."""
+    for unit in plan.units:
+        shard = plan.previous.get(unit.key) if unit.is_container else None
+        if shard is not None and plan.keys.still_counted(shard, unit.key):
+            log.info("%s was read through with nothing left to commit: its earlier row in %s goes", unit.key, shard)
+            plan.keys.void_row(shard, unit.key)
 
 
 def _dataset(config: TokenizeConfig, plan: RunPlan, resources: EncoderResources):

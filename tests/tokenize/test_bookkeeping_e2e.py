@@ -4,6 +4,7 @@ device errors, partial inputs, windows per pass."""
 
 from __future__ import annotations
 
+import io
 import pickle
 
 import boto3
@@ -13,6 +14,7 @@ import pytest
 from pipeline.errors import OutputError
 from pipeline.output.folder import RETRYABLE_DIR, OutputFolder
 from pipeline.output.lease import WriterLease
+from pipeline.output.shards import write_records
 from pipeline.records import AudioChunk, Failure, SourceItem
 from pipeline.tokenize.config import TokenizeConfig
 from pipeline.tokenize.stages import ReadDecode
@@ -61,6 +63,31 @@ def test_the_manifest_keeps_the_record_of_every_run(ray_local, small_checkpoint,
     assert second["runs"] == [first["run"], second["run"]]
     assert second["run"]["resumed"] is True and second["run"]["rows_this_run"] == 1
     assert second["counts"]["tokenized"] == 3
+
+
+def test_a_containers_own_retryable_row_goes_once_a_rerun_reads_it_through(ray_local, small_checkpoint, tmp_path):
+    """A transient error after a tar's last member leaves a retryable row under the tar's key; the
+    rerun reads the tar again and finds every member complete: nothing new supersedes that row, which
+    used to stay, so that every rerun exited 75 again."""
+    import tarfile
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    with tarfile.open(shards / "a.tar", "w") as tar:
+        for seed, name in enumerate(("one.flac", "two.flac")):
+            payload = flac_bytes(1.0, seed=seed)
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    out = tmp_path / "out"
+    assert tokenize(config(shards, out, small_checkpoint))["counts"]["tokenized"] == 2
+    write_records(OutputFolder(str(out)), [Failure("a.tar", str(shards / "a.tar"), "read", "ConnectionResetError",
+                                                   "connection reset after the last member", retryable=True)], {})
+    again = tokenize(config(shards, out, small_checkpoint))
+    assert again["counts"]["retryable"] == 0 and again["counts"]["tokenized"] == 2
+    assert again["run"]["rows_this_run"] == 0 and not (out / RETRYABLE_DIR).exists()
+    tokens, failures, _ = read_output(out)
+    assert_each_id_once(tokens, failures, {"a.tar/one", "a.tar/two"})
 
 
 def test_a_second_writer_is_refused(ray_local, small_checkpoint, tmp_path):
