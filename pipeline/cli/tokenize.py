@@ -70,7 +70,7 @@ def _tokenize(argv: list[str] | None) -> int:
                 manifest = run_tokenize(config, plan, progress=not config.quiet)
                 plan.release()
                 retryable = _report(config, plan, manifest, stdout)
-        except Interrupted:  # counted again once Ray has stopped: no write task is left to commit
+        except (Interrupted, KeyboardInterrupt):  # counted once Ray has stopped: no write task is left to commit
             raise Interrupted(plan.shards_committed()) from None
     if retryable:
         explain_failures(config, RETRYABLE_DIR, f"{retryable} inputs hit transient errors",
