@@ -15,6 +15,7 @@ import logging
 import os
 import pickle
 import time
+import warnings
 
 from ..codecs.semanticodec.variants import SEGMENT_SAMPLES
 from ..errors import Interrupted
@@ -33,6 +34,11 @@ BUFFERED_BATCHES = 3  # encoder batches of decoded audio Ray Data may hold per e
 # Rows resampled on the encoder hold spans at the source rate, up to 12x a 16 kHz row at 192 kHz:
 # with 8x, such input still keeps 2 batches per actor (48 kHz keeps 8).
 ENCODER_RESAMPLED_ROW_FACTOR = 8
+# Write tasks reserve no CPU: with every CPU held by the encoders and the decode tasks (2 CPUs: one
+# encoder, one decode task), Ray Data started the first write task only once decoding had ended, and
+# nothing was committed until then. They are light (Parquet encoding, one PUT per shard); at most this
+# many run at once per encoder actor.
+WRITE_TASKS_PER_ENCODER = 2
 
 
 def bound_buffers(context, config: TokenizeConfig, *, encoders: int, batch_rows: int) -> None:
@@ -110,6 +116,9 @@ def _dataset(config: TokenizeConfig, plan: RunPlan, resources: EncoderResources)
     # Each row holds at least one 10.24 s window, so batches of `max_batch_windows` rows fill every
     # forward pass but the last of a batch (rows of long files hold up to `chunk_windows` windows).
     batch_rows = config.max_batch_windows
+    # A run with fewer batches than write tasks allowed is no mistake (Ray Data says it is, once per run).
+    warnings.filterwarnings("ignore", message=r"The maximum number of concurrent tasks for 'MapBatches\(write_batch\)'",
+                            category=UserWarning)
     # A stage's own exception reaches the driver (a Fault, an OutputError), not Ray Data's wrapper.
     ray.data.DataContext.get_current().raise_original_map_exception = True
     skip_ref = ray.put((plan.complete, plan.keys.chunks, plan.partial))
@@ -134,6 +143,7 @@ def _dataset(config: TokenizeConfig, plan: RunPlan, resources: EncoderResources)
         num_gpus=resources.gpus_per_actor, num_cpus=resources.cpus_per_actor,
     )
     return ds.map_batches(write_batch, batch_size=config.rows_per_file, batch_format="pyarrow",
+                          num_cpus=0, compute=ray.data.TaskPoolStrategy(size=WRITE_TASKS_PER_ENCODER * resources.max_actors),
                           fn_kwargs={"output": plan.output,
                                      "previous_ref": ray.put(plan.previous) if plan.previous else None})
 
