@@ -1,10 +1,10 @@
-"""Checks a tokenize run's settings on the driver before Ray starts (the first step of `plan.plan_run`),
-so that every mistake we can see ends in one line within seconds instead of a traceback from inside
-an actor: numbers in range,
-credentials present for s3:// URLs, the source exists and lists, the output is a writable folder,
-the checkpoint resolves and holds the variant's files, a Hugging Face token is there for --push-to-hub;
-local weights load with the safe loader, and the libraries the run uses (libsndfile, FFmpeg through
-PyAV, torchaudio's kernels) load and work (`environment.check_libraries`, which every worker runs too).
+"""Checks a tokenize run's settings on the driver before Ray starts (the first step of
+`plan.plan_run`), so that every mistake we can see ends in one line within seconds instead of a
+traceback from inside an actor: numbers in range, credentials present for s3:// URLs, the source
+exists and lists, the output is a writable folder, the checkpoint resolves and holds the variant's
+files, a Hugging Face token is there for --push-to-hub; local weights load with the safe loader, and
+the libraries the run uses (libsndfile, FFmpeg through PyAV, torchaudio's kernels) load and work
+(`environment.check_libraries`, which every worker runs too).
 
 Only the errors a source, an output or a checkpoint location can raise on a mistake or an
 unreachable service (`known_io_errors`) become these lines, chained to their cause (`--debug`

@@ -28,6 +28,7 @@ from ..records import AudioChunk, Failure
 from .batch import batch_to_records, records_to_batch
 
 if TYPE_CHECKING:
+    from ..output.summary import ShardSummary
     from .encoder_plan import EncoderSpec
 
 log = logging.getLogger(__name__)
@@ -253,7 +254,7 @@ def write_batch(batch: pa.Table, output, previous_ref=None) -> pa.Table:
         raise Fault.from_error("a write task", error) from error
 
 
-def _write(batch: pa.Table, output, previous: dict):
+def _write(batch: pa.Table, output, previous: dict) -> ShardSummary:
     from ..output.shards import write_records
 
     records = batch_to_records(batch)
