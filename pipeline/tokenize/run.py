@@ -102,6 +102,15 @@ def void_read_through_containers(plan: RunPlan) -> None:
             plan.keys.void_row(shard, unit.key)
 
 
+def skip_sets(plan: RunPlan) -> tuple[set, set, set]:
+    """What every read+decode task must know of the output (complete ids, committed chunks, partial
+    ids), and no more: single inputs already complete are left out of the units, so the complete ids
+    are sent only when containers are read (their inputs are known once read), and the committed
+    chunks only of the partial inputs."""
+    complete = plan.complete if any(u.is_container for u in plan.units) else set()
+    return complete, {key for key in plan.keys.chunks if key[0] in plan.partial}, plan.partial
+
+
 def _dataset(config: TokenizeConfig, plan: RunPlan, resources: EncoderResources):
     """The plan's units → read+decode → encode → write, as a Ray Dataset of write summaries."""
     import ray
@@ -121,7 +130,7 @@ def _dataset(config: TokenizeConfig, plan: RunPlan, resources: EncoderResources)
                             category=UserWarning)
     # A stage's own exception reaches the driver (a Fault, an OutputError), not Ray Data's wrapper.
     ray.data.DataContext.get_current().raise_original_map_exception = True
-    skip_ref = ray.put((plan.complete, plan.keys.chunks, plan.partial))
+    skip_ref = ray.put(skip_sets(plan))
     # units travel pickled: an Arrow column of bytes, not Python objects Arrow cannot type
     units = plan.units
     ds = ray.data.from_items([{"unit": pickle.dumps(u)} for u in units], override_num_blocks=min(len(units), 1000))

@@ -46,3 +46,25 @@ def test_a_rerun_with_other_settings_is_refused_by_the_plan(small_checkpoint, tm
     assert files_under(out) == ["_fingerprint.json"]
     with plan_run(config(tmp_path / "audio", out, small_checkpoint, chunk_windows=3)) as plan:
         assert len(plan.units) == 1
+
+
+def test_decode_tasks_get_only_the_keys_they_need(small_checkpoint, tmp_path):
+    import numpy as np
+
+    from pipeline.output.folder import OutputFolder
+    from pipeline.output.shards import write_records
+    from pipeline.records import ChunkInfo, EncodedChunk
+    from pipeline.tokenize.run import skip_sets
+
+    def chunk(id: str, index: int, count: int) -> EncodedChunk:
+        info = ChunkInfo(id=id, uri=f"/{id}", chunk_index=index, num_chunks=count, duration_s=1.0)
+        return EncodedChunk(info, np.arange(3, dtype=np.uint16), np.arange(3, dtype=np.uint16))
+
+    write_flac_clips(tmp_path / "audio", 3, seconds=1.0)
+    out = tmp_path / "out"
+    write_records(OutputFolder(str(out)), [chunk("clip000.flac", 0, 1), chunk("clip001.flac", 0, 2)], {})
+    with plan_run(config(tmp_path / "audio", out, small_checkpoint)) as plan:
+        assert sorted(u.key for u in plan.units) == ["clip001.flac", "clip002.flac"]  # clip000 is complete
+        assert plan.complete == {"clip000.flac"} and plan.partial == {"clip001.flac"}
+        # no container: the complete ids stay on the driver; only the partial input's chunks travel
+        assert skip_sets(plan) == (set(), {("clip001.flac", 0)}, {"clip001.flac"})
