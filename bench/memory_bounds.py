@@ -138,6 +138,7 @@ def run_case(name: str, audio: Path, work: Path, max_duration_s: float, max_batc
 
     from pipeline.cli.common import start_ray
     from pipeline.tokenize.config import TokenizeConfig
+    from pipeline.tokenize.plan import plan_run
     from pipeline.tokenize.run import run_tokenize
 
     start_ray(num_cpus=2)
@@ -146,8 +147,8 @@ def run_case(name: str, audio: Path, work: Path, max_duration_s: float, max_batc
                                 semantic_vocab_size=4096, num_gpus=0, max_duration_s=max_duration_s,
                                 max_batch_windows=max_batch_windows, overwrite=True)
         started = time.perf_counter()
-        with WorkerWatch() as watch:
-            manifest = run_tokenize(config, progress=False)
+        with plan_run(config) as plan, WorkerWatch() as watch:  # as the job does: the plan, then the run
+            manifest = run_tokenize(config, plan, progress=False)
         figures = watch.by_role()
         store_peak = watch.store_peak / MIB
     finally:

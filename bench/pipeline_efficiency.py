@@ -53,6 +53,7 @@ def main() -> None:
     from pipeline.codecs.semanticodec.synthetic import ensure_golden_checkpoint
     from pipeline.tokenize.config import TokenizeConfig
     from pipeline.tokenize.encoder_plan import DECODE_CPUS
+    from pipeline.tokenize.plan import plan_run
     from pipeline.tokenize.run import run_tokenize
 
     checkpoint = args.checkpoint or str(ensure_golden_checkpoint(args.rate))
@@ -78,7 +79,8 @@ def main() -> None:
             num_gpus=0, num_cpu_encoders=args.actors, cpus_per_encoder=args.threads, rows_per_file=16,
         )
         started = time.perf_counter()
-        manifest = run_tokenize(config, progress=False)
+        with plan_run(config) as plan:  # as the job does: the plan, then the run
+            manifest = run_tokenize(config, plan, progress=False)
         job_s = time.perf_counter() - started
         ray.shutdown()
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import sys
 
+from ..errors import Interrupted
 from ..fsutil import is_local_url
 from ..output.folder import FAILURES_DIR, RETRYABLE_DIR
 from ..tokenize.config import TokenizeConfig
@@ -53,27 +55,24 @@ def tokenize_main(argv: list[str] | None = None) -> int:
 
 
 def _tokenize(argv: list[str] | None) -> int:
-    from ..tokenize.preflight import preflight
+    from ..tokenize.plan import plan_run
+    from ..tokenize.run import run_tokenize
 
     config = parse_tokenize_args(argv)
     setup_logging()
-    resolved = preflight(config)  # every user mistake we can see ends here, before Ray starts
-    if resolved.synthetic:
-        synthetic_banner()
     stdout = sys.stdout
-    with ray_session(config.ray_num_cpus, debug_requested(argv)):
-        from ..tokenize.run import run_tokenize
-
-        manifest = run_tokenize(config, progress=not config.quiet, resolved=resolved)
-        summary = run_summary(config, manifest, resolved.synthetic)
-        print_summary(summary, stdout)
-        failed, retryable = summary["failed"], summary["retryable"]
-        if failed:
-            explain_failures(config, FAILURES_DIR, f"{failed} inputs failed", summary["failures_by_type"])
-        if config.qa_samples > 0:
-            _tokenize_qa(config)
-        if config.push_to_hub:
-            _push(config)
+    # every user mistake we can see ends in the plan, before Ray starts; the plan holds the writer lease
+    with plan_run(config) as plan:
+        if plan.synthetic:
+            synthetic_banner()
+        needs_ray = not plan.nothing_to_do or config.qa_samples > 0  # a rerun with nothing to do starts none
+        try:
+            with ray_session(config.ray_num_cpus, debug_requested(argv)) if needs_ray else contextlib.nullcontext():
+                manifest = run_tokenize(config, plan, progress=not config.quiet)
+                plan.release()
+                retryable = _report(config, plan, manifest, stdout)
+        except (Interrupted, KeyboardInterrupt):  # counted once Ray has stopped: no write task is left to commit
+            raise Interrupted(plan.shards_committed()) from None
     if retryable:
         explain_failures(config, RETRYABLE_DIR, f"{retryable} inputs hit transient errors",
                          manifest["run"].get("retryable_types") or {})
@@ -87,6 +86,21 @@ def _tokenize(argv: list[str] | None) -> int:
     return 0
 
 
+def _report(config: TokenizeConfig, plan, manifest: dict, stdout) -> int:
+    """The summary on stdout, the failures explained, QA and the push when asked; the retryable count."""
+    if plan.nothing_to_do:
+        say("nothing left to do: every input of the source is accounted for in the output")
+    summary = run_summary(config, manifest, plan.synthetic, plan.planning_s if plan.nothing_to_do else None)
+    print_summary(summary, stdout)
+    if summary["failed"]:
+        explain_failures(config, FAILURES_DIR, f"{summary['failed']} inputs failed", summary["failures_by_type"])
+    if config.qa_samples > 0:
+        _tokenize_qa(config)
+    if config.push_to_hub:
+        _push(config)
+    return summary["retryable"]
+
+
 def _push(config: TokenizeConfig) -> None:
     from ..output.hub_push import push_to_hub
 
@@ -94,15 +108,17 @@ def _push(config: TokenizeConfig) -> None:
     say(f"pushed to {url}")
 
 
-def run_summary(config: TokenizeConfig, manifest: dict, synthetic: bool) -> dict:
+def run_summary(config: TokenizeConfig, manifest: dict, synthetic: bool, idle_s: float | None = None) -> dict:
+    """The job's summary from the manifest; `idle_s`: this invocation's time when it had nothing to
+    do (the manifest's run is an earlier one, whose throughput is not this one's)."""
     counts, totals = manifest["counts"], manifest["totals"]
     return {
         "output": config.output, "inputs": counts["inputs"], "tokenized": counts["tokenized"],
         "failed": counts["failed"], "retryable": counts.get("retryable", 0),
         "failures_by_type": counts["failures_by_type"],
         "audio_hours": round(totals["audio_hours"], 4), "tokens": totals["tokens"],
-        "wall_time_s": round(manifest["run"]["wall_time_s"], 1),
-        "audio_seconds_per_second": round(totals["audio_seconds_per_second"], 2),
+        "wall_time_s": round(manifest["run"]["wall_time_s"] if idle_s is None else idle_s, 1),
+        "audio_seconds_per_second": round(totals["audio_seconds_per_second"] if idle_s is None else 0.0, 2),
         "synthetic_weights": manifest["codec"].get("synthetic_weights", synthetic),
     }
 

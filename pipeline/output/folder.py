@@ -49,6 +49,7 @@ from ..errors import OutputError
 from ..fsutil import is_local_fs, url_to_fs
 from .identity import ID_RULE_KEY, LEGACY_ID_RULE
 from .schema import FAILURES_SCHEMA_VERSION, TOKENS_SCHEMA_VERSION, arrow_schema
+from .summary import ShardSummary
 from .supersede import declared_void, relative_shard
 
 TOKENS_DIR = "tokens"
@@ -81,27 +82,39 @@ class CommittedKeys:
     void: dict[str, set[str]] = field(default_factory=dict)  # shard (relative path) -> ids superseded in it
     retrying: dict[str, str] = field(default_factory=dict)  # id -> error type of a failure being retried
 
-    def add_summary(self, summary: dict) -> None:
+    def add_summary(self, summary: ShardSummary) -> None:
         """Fold one write task's summary (`shards.write_records`) into these keys."""
-        for key, chunk, total in json.loads(summary["token_keys_json"]):
+        for key, chunk, total in summary.token_keys:
             self.chunks.add((key, chunk))
             self.num_chunks[key] = total
-        for shard, ids in json.loads(summary.get("superseded_json") or "{}").items():
+        for shard, ids in summary.superseded.items():
             self.void.setdefault(shard, set()).update(ids)
             for key in ids:
                 self._forget(shard, key)
-        self.failed.update(json.loads(summary["failed_ids_json"]))
-        for key, shard in json.loads(summary.get("retryable_ids_json") or "[]"):
+        self.failed.update(summary.failed_ids)
+        for key, shard in summary.retryable_ids:
             self.retryable[key] = shard
-        if self.provenance is None and summary.get("provenance_json"):
-            self.provenance = json.loads(summary["provenance_json"])
-        self.token_rows += int(summary["token_rows"])
-        self.token_pairs += int(summary["token_pairs"])
-        self.audio_s += float(summary["audio_s"])
-        for kind, count in json.loads(summary["failure_types"]).items():
+        if self.provenance is None and summary.provenance:
+            self.provenance = summary.provenance
+        self.token_rows += summary.token_rows
+        self.token_pairs += summary.token_pairs
+        self.audio_s += summary.audio_s
+        for kind, count in summary.failure_types.items():
             self.failure_types[kind] = self.failure_types.get(kind, 0) + count
-        self.token_files += int(bool(summary["token_rows"]))
-        self.failure_files += int(bool(summary["failed"]))
+        self.token_files += int(bool(summary.token_rows))
+        self.failure_files += int(bool(summary.failed))
+
+    def still_counted(self, shard: str, key: str) -> bool:
+        """Whether the row of `key` in the retryable or retried failure shard `shard` still counts
+        (no new row superseded it)."""
+        if shard.startswith(f"{RETRYABLE_DIR}/"):
+            return self.retryable.get(key) == shard
+        return key in self.failed and key in self.retrying
+
+    def void_row(self, shard: str, key: str) -> None:
+        """The row of `key` in `shard` is obsolete: it no longer counts, and `void` says to remove it."""
+        self.void.setdefault(shard, set()).add(key)
+        self._forget(shard, key)
 
     def _forget(self, shard: str, key: str) -> None:
         """The row of `key` in `shard` was superseded: it no longer counts."""
@@ -329,16 +342,19 @@ class OutputFolder:
         return self.read_json(MANIFEST_FILE)
 
     # --- the run fingerprint: a resume must not mix corpora ---
-    def check_fingerprint(self, fingerprint: dict, committed_provenance: dict | None = None) -> None:
-        """Record `fingerprint` on the first run; refuse (OutputError) a rerun whose settings differ.
-        An output written before fingerprints existed is checked against a committed shard's
-        provenance (variant, dtype) instead."""
+    def check_fingerprint(self, fingerprint: dict, committed_provenance: dict | None = None, *,
+                          record: bool = True) -> None:
+        """Record `fingerprint` on the first run (unless `record` is false: a check that writes nothing);
+        refuse (OutputError) a rerun whose settings differ. An output written before fingerprints
+        existed is checked against a committed shard's provenance (variant, dtype) instead."""
         recorded = self._read_fingerprint()
         if recorded is None:
             if committed_provenance:
                 legacy = {key: committed_provenance.get(key) for key in ("variant", "dtype") if key in fingerprint}
                 self._check_against({**fingerprint, **legacy, ID_RULE_KEY: LEGACY_ID_RULE}, fingerprint)
-            self.publish(FINGERPRINT_FILE, (json.dumps(fingerprint, indent=2, sort_keys=True) + "\n").encode())
+            if record:
+                self.publish(FINGERPRINT_FILE,
+                             (json.dumps(fingerprint, indent=2, sort_keys=True) + "\n").encode())
             return
         if ID_RULE_KEY in fingerprint and isinstance(recorded, dict):
             recorded = {ID_RULE_KEY: LEGACY_ID_RULE, **recorded}
@@ -414,7 +430,8 @@ def _os_words(error: OSError) -> str:
 def _keys_summary(table: pa.Table) -> dict:
     if "chunk_index" in table.column_names:  # a tokens shard
         return {
-            "keys": [list(k) for k in zip(*(table[c].to_pylist() for c in ("id", "chunk_index", "num_chunks")), strict=True)],
+            "keys": [list(k) for k in zip(*(table[c].to_pylist() for c in ("id", "chunk_index", "num_chunks")),
+                                          strict=True)],
             "token_pairs": int(pa.compute.sum(table["num_frames"]).as_py() or 0),
             "audio_s": float(pa.compute.sum(table["duration_s"]).as_py() or 0.0),
         }

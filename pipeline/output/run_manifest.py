@@ -1,10 +1,11 @@
 """The run summary (manifest.json, schemas/manifest.v1.json) from counts: what the output held when
-the run started plus what this run's write tasks reported. No shard is read again."""
+the run started plus what this run's write tasks reported. No shard is read again.
+
+`runs` keeps the record of every run of the output, oldest first (`run` is the last one): a resumed
+run adds its own to the earlier ones', and a rerun with nothing to do writes no manifest at all."""
 
 from __future__ import annotations
 
-import json
-from collections import Counter
 from dataclasses import asdict
 from datetime import UTC, datetime
 
@@ -13,45 +14,42 @@ from ..codecs.semanticodec.variants import ACOUSTIC_VOCAB_SIZE, SAMPLE_RATE_HZ, 
 from ..redaction import redact_all
 from .folder import CommittedKeys
 from .schema import MANIFEST_SCHEMA_VERSION
+from .summary import ShardSummary
 
-_RUN_ONLY_KEYS = ("pipeline_version", "batch_size", "max_batch_windows", "device")
-
-
-def run_totals(summaries: list[dict]) -> dict:
-    """Sum the write tasks' one-row summaries."""
-    totals = Counter()
-    failure_types: Counter = Counter()
-    retryable_types: Counter = Counter()
-    dtypes: dict = {}
-    for summary in summaries:
-        for key in ("token_rows", "failed", "retryable", "inputs_done", "token_pairs", "shards",
-                    "encoder_passes", "encoder_windows"):
-            totals[key] += int(summary.get(key, 0))
-        totals["audio_s"] += float(summary.get("audio_s", 0.0))
-        failure_types.update(json.loads(summary.get("failure_types") or "{}"))
-        retryable_types.update(json.loads(summary.get("retryable_types") or "{}"))
-        dtypes = dtypes or json.loads(summary.get("encoder_dtypes_json") or "{}")
-    out = dict(totals)
-    out.update(failure_types=dict(failure_types), retryable_types=dict(retryable_types), dtype_per_component=dtypes)
-    return out
+# Not the codec's: the writer's version and the encoder's device, which the manifest has elsewhere, and
+# the run settings footers carried before they were kept out of them (outputs written then still resume).
+_NOT_CODEC_KEYS = ("pipeline_version", "device", "batch_size", "max_batch_windows")
 
 
-def manifest_from_counts(*, config, source_kind: str, keys: CommittedKeys, run: dict, encoder: dict,
-                         wall_time_s: float, resumed: bool) -> dict:
+def manifest_from_counts(*, config, source_kind: str, keys: CommittedKeys, run: ShardSummary, encoder: dict,
+                         wall_time_s: float, resumed: bool, earlier: dict | None = None) -> dict:
     """`keys`: the output's committed keys at the end of the run (those read at the start, plus this
-    run's write summaries folded in by the driver); `run`: `run_totals` of this run's summaries."""
-    complete = keys.complete_ids()
-    partial = keys.partial_ids(complete)
-    tokenized = complete - keys.failed
-    codec = {k: v for k, v in (keys.provenance or {}).items() if k not in _RUN_ONLY_KEYS}
+    run's write summaries folded in by the driver); `run`: the sum of this run's write summaries;
+    `earlier`: the manifest the output held before this run (its runs are kept)."""
+    codec = {k: v for k, v in (keys.provenance or {}).items() if k not in _NOT_CODEC_KEYS}
     if not codec:  # nothing tokenized yet: what the run was asked for
         variant = SemantiCodecVariant(config.token_rate, config.semantic_vocab_size)
         codec = {"codec": "semanticodec", "variant": variant.name,
                  "token_rate": config.token_rate, "semantic_vocab_size": config.semantic_vocab_size,
                  "acoustic_vocab_size": ACOUSTIC_VOCAB_SIZE, "checkpoint": config.checkpoint, "files": {},
                  "synthetic_weights": config.checkpoint.startswith("synthetic:"), "dtype": config.dtype}
-    passes, windows = run.get("encoder_passes", 0), run.get("encoder_windows", 0)
-    this_run_rows = run.get("token_rows", 0) + run.get("failed", 0) + run.get("retryable", 0)
+    passes, windows = run.encoder_passes, run.encoder_windows
+    this_run_rows = run.rows
+    record = {
+        "finished_at": datetime.now(UTC).isoformat(), "pipeline_version": __version__,
+        "batch_size": encoder["batch_rows"], "max_batch_windows": config.max_batch_windows,
+        "num_encoders": encoder["num_encoders"], "encoder_device": encoder["device"],
+        "chunk_s": config.chunk_windows * SEGMENT_SAMPLES / SAMPLE_RATE_HZ, "rows_per_file": config.rows_per_file,
+        "wall_time_s": wall_time_s, "resumed": resumed, "rows_this_run": this_run_rows,
+        "encoder": {
+            "forward_passes": passes, "windows": windows,
+            "mean_windows_per_pass": windows / passes if passes else 0.0,
+            "dtype_per_component": run.dtype_per_component,
+        },
+        "retryable_types": dict(run.retryable_types),
+        "config": {k: v for k, v in asdict(config).items()
+                   if k not in ("aws_profile", "s3_endpoint_url", "s3_region", "s3_anon")},
+    }
     return redact_all({  # --source, --output and the checkpoint may be URLs with credentials
         "schema": "manifest",
         "schema_version": MANIFEST_SCHEMA_VERSION,
@@ -59,30 +57,33 @@ def manifest_from_counts(*, config, source_kind: str, keys: CommittedKeys, run: 
         "created_at": datetime.now(UTC).isoformat(),
         "source": {"url": config.source, "kind": source_kind},
         "codec": codec,
-        "run": {
-            "batch_size": encoder["batch_rows"], "max_batch_windows": config.max_batch_windows,
-            "num_encoders": encoder["num_encoders"], "encoder_device": encoder["device"],
-            "chunk_s": config.chunk_windows * SEGMENT_SAMPLES / SAMPLE_RATE_HZ, "rows_per_file": config.rows_per_file,
-            "wall_time_s": wall_time_s, "resumed": resumed, "rows_this_run": this_run_rows,
-            "encoder": {
-                "forward_passes": passes, "windows": windows,
-                "mean_windows_per_pass": windows / passes if passes else 0.0,
-                "dtype_per_component": run.get("dtype_per_component") or {},
-            },
-            "retryable_types": run.get("retryable_types") or {},
-            "config": {k: v for k, v in asdict(config).items()
-                       if k not in ("aws_profile", "s3_endpoint_url", "s3_region", "s3_anon")},
-        },
-        "counts": {
-            "inputs": len(tokenized | keys.failed | partial | keys.retryable.keys()),
-            "tokenized": len(tokenized), "failed": len(keys.failed), "retryable": len(keys.retryable),
-            "incomplete": len(partial),
-            "token_rows": keys.token_rows, "token_files": keys.token_files, "failure_files": keys.failure_files,
-            "failures_by_type": dict(keys.failure_types),
-        },
+        "run": record,
+        "runs": [*earlier_runs(earlier), record],
+        "counts": output_counts(keys),
         "totals": {
             "audio_hours": keys.audio_s / 3600, "token_pairs": keys.token_pairs, "tokens": 2 * keys.token_pairs,
-            "audio_seconds_per_second": run.get("audio_s", 0.0) / wall_time_s if wall_time_s else 0.0,
+            "audio_seconds_per_second": run.audio_s / wall_time_s if wall_time_s else 0.0,
             "clips_per_second": this_run_rows / wall_time_s if wall_time_s else 0.0,
         },
     })
+
+
+def output_counts(keys: CommittedKeys) -> dict:
+    """The manifest's `counts`: the output's inputs by outcome, its rows and files."""
+    complete = keys.complete_ids()
+    partial = keys.partial_ids(complete)
+    tokenized = complete - keys.failed
+    return {
+        "inputs": len(tokenized | keys.failed | partial | keys.retryable.keys()),
+        "tokenized": len(tokenized), "failed": len(keys.failed), "retryable": len(keys.retryable),
+        "incomplete": len(partial),
+        "token_rows": keys.token_rows, "token_files": keys.token_files, "failure_files": keys.failure_files,
+        "failures_by_type": dict(keys.failure_types),
+    }
+
+
+def earlier_runs(manifest: dict | None) -> list[dict]:
+    """The runs a manifest records (one written before `runs` existed records only its `run`)."""
+    if not manifest:
+        return []
+    return list(manifest.get("runs") or ([manifest["run"]] if manifest.get("run") else []))

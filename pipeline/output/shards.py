@@ -7,7 +7,8 @@ retryable failures one shard under retryable/ (not final: the next run retries t
 Each shard declares the old rows its rows supersede (a retried input's earlier failure row: the
 rule is in `folder.py`). A failure row records the versions of the pipeline and of the libraries
 that decode and encode (`environment_versions`), so the rows of a broken environment can be found
-and retried. The summary it returns is what the driver needs for progress and the manifest.
+and retried. The summary it returns (`ShardSummary`) is what the driver needs for progress, the
+output's keys and the manifest.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .. import __version__
 from ..records import EncodedChunk, Failure
 from ..redaction import redact, redact_all
 from .folder import FAILURES_DIR, RETRYABLE_DIR, TOKENS_DIR, OutputFolder, failures_table, tokens_table
+from .summary import ShardSummary
 from .supersede import declarations_for, relative_shard
 
 # failure row column -> the distribution whose version it records
@@ -80,8 +82,9 @@ _ROW_OF = {TOKENS_DIR: (token_row, tokens_table), FAILURES_DIR: (failure_row, fa
 
 
 def write_records(output: OutputFolder, records: list, provenance: dict, units: list[str] | None = None,
-                  previous: Mapping[str, str] | None = None) -> dict:
-    """Commit one batch's shards; returns its summary. `units`: each record's work unit key;
+                  previous: Mapping[str, str] | None = None) -> ShardSummary:
+    """Commit one batch's shards; returns their summary. `provenance`: the codec's, recorded in the
+    tokens shard's footer; `units`: each record's work unit key;
     `previous` {id or unit key: shard}: the old rows of inputs being retried, which the new
     shards supersede."""
     units = units if units is not None else [None] * len(records)
@@ -103,20 +106,20 @@ def write_records(output: OutputFolder, records: list, provenance: dict, units: 
             new_retryable = [[key, relative_shard(path)] for key in ids]
     encoded = [r for r in records if isinstance(r, EncodedChunk)]
     failures = [r for r in records if isinstance(r, Failure)]
-    return {
-        "token_rows": len(encoded),
-        "failed": sum(not f.retryable for f in failures),
-        "retryable": sum(f.retryable for f in failures),
+    return ShardSummary(
+        token_rows=len(encoded),
+        failed=sum(not f.retryable for f in failures),
+        retryable=sum(f.retryable for f in failures),
         # an input is done when its last chunk is written (chunks of one input are written in order)
-        "inputs_done": sum(r.info.chunk_index == r.info.num_chunks - 1 for r in encoded) + len(failures),
-        "audio_s": float(sum(r.info.duration_s for r in encoded)),
-        "token_pairs": int(sum(r.num_frames for r in encoded)),
-        "failure_types": json.dumps(Counter(f.error_type for f in failures if not f.retryable)),
-        "retryable_types": json.dumps(Counter(f.error_type for f in failures if f.retryable)),
-        "shards": len(grouped),
-        # the keys committed, so the driver keeps the output's state without reading shards again
-        "token_keys_json": json.dumps([[r.info.id, r.info.chunk_index, r.info.num_chunks] for r in encoded]),
-        "failed_ids_json": json.dumps([f.id for f in failures if not f.retryable]),
-        "retryable_ids_json": json.dumps(new_retryable),
-        "superseded_json": json.dumps({shard: sorted(keys) for shard, keys in superseded.items()}),
-    }
+        inputs_done=sum(r.info.chunk_index == r.info.num_chunks - 1 for r in encoded) + len(failures),
+        audio_s=float(sum(r.info.duration_s for r in encoded)),
+        token_pairs=int(sum(r.num_frames for r in encoded)),
+        shards=len(grouped),
+        failure_types=Counter(f.error_type for f in failures if not f.retryable),
+        retryable_types=Counter(f.error_type for f in failures if f.retryable),
+        provenance=provenance if encoded else {},
+        token_keys=[[r.info.id, r.info.chunk_index, r.info.num_chunks] for r in encoded],
+        failed_ids=[f.id for f in failures if not f.retryable],
+        retryable_ids=new_retryable,
+        superseded={shard: sorted(keys) for shard, keys in superseded.items()},
+    )

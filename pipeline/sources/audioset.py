@@ -32,7 +32,8 @@ def parse_segments_csv(text: str) -> list[dict]:
         if len(fields) < 4:
             raise SourceError(f"malformed AudioSet segment line: {fields!r}")
         ytid, start, end, labels = fields[0].strip(), fields[1].strip(), fields[2].strip(), fields[3]
-        rows.append({"ytid": ytid, "start": start, "end": end, "labels": [m.strip() for m in labels.split(",") if m.strip()]})
+        mids = [m.strip() for m in labels.split(",") if m.strip()]
+        rows.append({"ytid": ytid, "start": start, "end": end, "labels": mids})
     return rows
 
 

@@ -122,7 +122,8 @@ class HFParquetSource(Source):
         later = later_copies(entries)
         if not later:
             return
-        by_place = {row_place(unit.key, row): (unit, row) for unit, raws in zip(units, ids, strict=True) for row in range(len(raws))}
+        by_place = {row_place(unit.key, row): (unit, row)
+                    for unit, raws in zip(units, ids, strict=True) for row in range(len(raws))}
         for place, first in later.items():
             unit, row = by_place[place]
             unit.duplicates = {**(unit.duplicates or {}), row: first}
@@ -270,7 +271,8 @@ class _Rows:
         if not data and path:
             return self._from_path(item_id, path, record)
         if not data:
-            return failed_item(item_id, uri, STAGE_READ, "row has no audio bytes and no audio path", "MissingAudioBytes")
+            return failed_item(item_id, uri, STAGE_READ, "row has no audio bytes and no audio path",
+                               "MissingAudioBytes")
         return self._item(item_id, uri, data, record)
 
     def _from_path(self, item_id: str, path: str, record: dict) -> SourceItem:

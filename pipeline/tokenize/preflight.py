@@ -1,9 +1,10 @@
-"""Checks a tokenize run's settings on the driver before Ray starts, so that every mistake we can
-see ends in one line within seconds instead of a traceback from inside an actor: numbers in range,
-credentials present for s3:// URLs, the source exists and lists, the output is a writable folder,
-the checkpoint resolves and holds the variant's files, a Hugging Face token is there for --push-to-hub;
-local weights load with the safe loader, and the libraries the run uses (libsndfile, FFmpeg through
-PyAV, torchaudio's kernels) load and work (`environment.check_libraries`, which every worker runs too).
+"""Checks a tokenize run's settings on the driver before Ray starts (the first step of
+`plan.plan_run`), so that every mistake we can see ends in one line within seconds instead of a
+traceback from inside an actor: numbers in range, credentials present for s3:// URLs, the source
+exists and lists, the output is a writable folder, the checkpoint resolves and holds the variant's
+files, a Hugging Face token is there for --push-to-hub; local weights load with the safe loader, and
+the libraries the run uses (libsndfile, FFmpeg through PyAV, torchaudio's kernels) load and work
+(`environment.check_libraries`, which every worker runs too).
 
 Only the errors a source, an output or a checkpoint location can raise on a mistake or an
 unreachable service (`known_io_errors`) become these lines, chained to their cause (`--debug`
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from ..environment import check_libraries
 from ..errors import CheckpointError, ConfigError, OutputError, SourceError, UserError
 from ..fsutil import options_for, protocol_of, unknown_protocol
+from ..sources import dedupe_units, open_source
 from .config import TokenizeConfig
 
 # Settings that must be at least this much (None = not set, allowed where the default is None).
@@ -24,6 +26,7 @@ MINIMUMS = {
     "max_batch_windows": 1, "num_cpu_encoders": 1, "cpus_per_encoder": 1, "limit": 1, "rows_per_file": 1,
     "chunk_windows": 1, "read_retries": 1, "qa_samples": 0, "qa_ddim_steps": 1, "ray_num_cpus": 1,
 }
+AUDIOSET_HF = "hf://datasets/agkphysics/AudioSet"
 HUB_PROBE_TIMEOUT_S = 10.0
 MAX_EXIT_CODE = 255
 
@@ -91,10 +94,22 @@ def check_s3_credentials(config: TokenizeConfig) -> None:
             "--s3-anon reads public buckets")
 
 
+def open_config_source(config: TokenizeConfig, storage_options: dict) -> tuple[object, list]:
+    """The source `config` names, opened with its settings, and its units, deduplicated."""
+    source = open_source(config.source, audio_root=config.audio_root, class_labels=config.class_labels,
+                         split=source_split(config), storage_options=storage_options,
+                         read_retries=config.read_retries, missing_inputs=config.missing_inputs,
+                         dedupe=config.dedupe, allow_uri_prefixes=config.allow_uri_prefix or ())
+    return source, dedupe_units(source.list_units(), config.dedupe)
+
+
+def source_split(config) -> str | None:
+    """The HF dataset split to read: the one given, or AudioSet's balanced train split by default."""
+    return config.split or ("bal_train" if config.source.startswith(AUDIOSET_HF) else None)
+
+
 def check_source(config: TokenizeConfig, storage_options: dict) -> tuple[object, list]:
     """The source opens and lists (a manifest is read, so a missing uri column shows here)."""
-    from .run import open_config_source
-
     url = config.source
     check_protocol(url, "--source", SourceError)
     try:

@@ -1,7 +1,8 @@
-"""The tokenize run on Ray Data: source → read+decode (CPU tasks) → encode (actor pool, one per
-GPU) → write shards (tasks) → manifest. `run_tokenize` is the whole job minus argument parsing;
-it needs a running Ray (the job script starts or joins one). The stages are the adapters of
-`stages.py`; this module only wires them and keeps the books.
+"""The tokenize run on Ray Data: the plan's units → read+decode (CPU tasks) → encode (actor pool,
+one per GPU) → write shards (tasks) → manifest. `run_tokenize(config, plan)` does what
+`plan.plan_run` found to do; it needs a running Ray (the job script starts or joins one) unless the
+plan has nothing to do. The stages are the adapters of `stages.py`; this module only wires them and
+keeps the books.
 
 A stage that meets an error which is not an input's own raises a `Fault`; Ray Data then stops the
 dataset and the fault reaches the job (one line, exit 70): what was committed stays, nothing is
@@ -14,28 +15,30 @@ import logging
 import os
 import pickle
 import time
+import warnings
 
-from .. import __version__
 from ..codecs.semanticodec.variants import SEGMENT_SAMPLES
-from ..errors import Interrupted, OutputError
+from ..errors import Interrupted
 from ..fsutil import options_for
-from ..output.folder import FAILURES_DIR, OutputFolder
-from ..output.identity import codec_identity, run_fingerprint
 from ..output.lease import WriterLease
-from ..output.run_manifest import manifest_from_counts, run_totals
-from ..output.schema import TOKENS_SCHEMA_VERSION
-from ..sources import dedupe_units, open_source
+from ..output.run_manifest import manifest_from_counts, output_counts
+from ..output.summary import ShardSummary
 from .cluster import ClusterView, check_cluster_paths
 from .config import TokenizeConfig
 from .encoder_plan import EncoderResources, EncoderSpec, encoder_resources
+from .plan import RunPlan, drop_superseded
 
 log = logging.getLogger(__name__)
 
-AUDIOSET_HF = "hf://datasets/agkphysics/AudioSet"
 BUFFERED_BATCHES = 3  # encoder batches of decoded audio Ray Data may hold per encoder actor
 # Rows resampled on the encoder hold spans at the source rate, up to 12x a 16 kHz row at 192 kHz:
 # with 8x, such input still keeps 2 batches per actor (48 kHz keeps 8).
 ENCODER_RESAMPLED_ROW_FACTOR = 8
+# Write tasks reserve no CPU: with every CPU held by the encoders and the decode tasks (2 CPUs: one
+# encoder, one decode task), Ray Data started the first write task only once decoding had ended, and
+# nothing was committed until then. They are light (Parquet encoding, one PUT per shard); at most this
+# many run at once per encoder actor.
+WRITE_TASKS_PER_ENCODER = 2
 
 
 def bound_buffers(context, config: TokenizeConfig, *, encoders: int, batch_rows: int) -> None:
@@ -57,194 +60,146 @@ def bound_buffers(context, config: TokenizeConfig, *, encoders: int, batch_rows:
         object_store_memory=max(1, encoders) * BUFFERED_BATCHES * batch_rows * row_bytes)
 
 
-def resolved_checkpoint(config: TokenizeConfig) -> str:
-    from ..codecs.semanticodec.synthetic import resolve_checkpoint_location
-
-    return resolve_checkpoint_location(config.checkpoint, config.token_rate, config.semantic_vocab_size)
-
-
-def open_config_source(config: TokenizeConfig, storage_options: dict) -> tuple[object, list]:
-    """The source `config` names, opened with its settings, and its units, deduplicated."""
-    source = open_source(config.source, audio_root=config.audio_root, class_labels=config.class_labels,
-                         split=source_split(config), storage_options=storage_options,
-                         read_retries=config.read_retries, missing_inputs=config.missing_inputs,
-                         dedupe=config.dedupe, allow_uri_prefixes=config.allow_uri_prefix or ())
-    return source, dedupe_units(source.list_units(), config.dedupe)
-
-
-def run_tokenize(config: TokenizeConfig, *, progress: bool = True, resolved=None) -> dict:
-    """Tokenize `config.source` into `config.output`; returns the manifest. Raises UserError
-    subclasses for the user's mistakes and `Interrupted` on Ctrl-C (committed shards stay).
-    `resolved`: what `preflight` found (source, units, checkpoint), so nothing is listed twice."""
+def run_tokenize(config: TokenizeConfig, plan: RunPlan, *, progress: bool = True) -> dict:
+    """Do what `plan` (`plan.plan_run`) left to do; returns the manifest. Raises UserError subclasses
+    for the user's mistakes and `Interrupted` on Ctrl-C (the shards committed stay; the count is the
+    output's, from a listing: a caller that stops Ray after it counts again, `RunPlan.shards_committed`).
+    A plan with nothing to do needs no Ray and keeps the manifest as it is (unless it is missing or
+    behind the output's shards). The plan's writer lease is the caller's to release."""
     started = time.time()
+    if plan.nothing_to_do:
+        return _finish_idle(config, plan, started)
     cluster = ClusterView.current()
     resources = encoder_resources(config, cluster)  # the cluster's mistakes end here, before any work
-    checkpoint, units = (resolved.checkpoint, resolved.units) if resolved else (config.checkpoint, ())
-    check_cluster_paths(config, cluster, resources.gpus_wanted, checkpoint, units)
-    storage_options = config.storage_options()
-    output = OutputFolder(config.output, storage_options or None)
-    lease = WriterLease(output)
-    lease.acquire()
+    check_cluster_paths(config, cluster, resources.gpus_wanted, plan.checkpoint, plan.units)
+    plan.start()
     try:
-        if config.overwrite:
-            output.clear()
-        return _run(config, output, lease, storage_options, started, progress, resolved, resources)
-    finally:
-        lease.release()
+        return _run(config, plan, started, progress, resources)
+    except KeyboardInterrupt:
+        raise Interrupted(plan.shards_committed()) from None
 
 
-def _run(config, output: OutputFolder, lease: WriterLease, storage_options: dict, started: float,
-         progress: bool, resolved, resources: EncoderResources) -> dict:
+def _run(config: TokenizeConfig, plan: RunPlan, started: float, progress: bool, resources: EncoderResources) -> dict:
+    total = _consume(_dataset(config, plan, resources), plan.keys, plan.lease, plan.total_inputs, progress) \
+        if plan.units else ShardSummary()
+    if plan.limit_ids is None:  # every container was read through (--limit may stop one midway)
+        void_read_through_containers(plan)
+    drop_superseded(plan.output, plan.keys)
+    encoder = {"batch_rows": config.max_batch_windows, "num_encoders": resources.max_actors,
+               "device": resources.device}
+    return _finish(config, plan, total, encoder, time.time() - started)
+
+
+def void_read_through_containers(plan: RunPlan) -> None:
+    """A container (tar shard, Parquet file) with a row of its own being retried (a transient error
+    after its last member) that this run read through without a new row of it or of its inputs (all
+    of them were complete) is accounted for: its old row, which nothing superseded, goes too (else
+    every rerun would report it retryable again)."""
+    for unit in plan.units:
+        shard = plan.previous.get(unit.key) if unit.is_container else None
+        if shard is not None and plan.keys.still_counted(shard, unit.key):
+            log.info("%s was read through with nothing left to commit: its earlier row in %s goes", unit.key, shard)
+            plan.keys.void_row(shard, unit.key)
+
+
+def skip_sets(plan: RunPlan) -> tuple[set, set, set]:
+    """What every read+decode task must know of the output (complete ids, committed chunks, partial
+    ids), and no more: single inputs already complete are left out of the units, so the complete ids
+    are sent only when containers are read (their inputs are known once read), and the committed
+    chunks only of the partial inputs."""
+    complete = plan.complete if any(u.is_container for u in plan.units) else set()
+    return complete, {key for key in plan.keys.chunks if key[0] in plan.partial}, plan.partial
+
+
+def _dataset(config: TokenizeConfig, plan: RunPlan, resources: EncoderResources):
+    """The plan's units → read+decode → encode → write, as a Ray Dataset of write summaries."""
     import ray
 
     from ..codecs.semanticodec.variants import SemantiCodecVariant
-    from ..output.dataset_card import write_dataset_card
     from .stages import EncoderActor, ReadDecode, write_batch
 
     variant = SemantiCodecVariant(config.token_rate, config.semantic_vocab_size)
-    if resolved is not None:
-        source, units, checkpoint = resolved.source, list(resolved.units), resolved.checkpoint
-    else:
-        checkpoint = resolved_checkpoint(config)
-        source, units = open_config_source(config, storage_options)
-
-    before = output.committed_keys()
-    resumed = bool(before.chunks or before.failed)
-    output.check_fingerprint(run_fingerprint(variant=variant.name, dtype=config.dtype,
-                                             chunk_windows=config.chunk_windows,
-                                             tokens_schema_version=TOKENS_SCHEMA_VERSION), before.provenance)
-    if before.provenance:  # resuming onto tokens: the weights must be the same (by hash, not location)
-        check_same_weights(codec_identity(before.provenance), checkpoint, config, storage_options)
-    _drop_superseded(output, before)  # rows a run killed mid-way superseded and left
-    previous = dict(before.retryable)  # retryable rows are retried by every run, superseded by its rows
-    if config.retry_failures is not None:
-        retried = select_failures(output.failure_rows(), config.retry_failures)
-        before.retry(retried)
-        previous.update((row["id"], row["shard"]) for row in retried)
-        log.info("retrying %d recorded failures (%s)", len(retried), config.retry_failures or "all")
-
-    limit_ids = None
-    if config.limit is not None:
-        if all(u.item is not None for u in units):
-            units = units[: config.limit]
-        else:
-            limit_ids = _first_ids(source, units, config.limit)
-    complete = before.complete_ids()
-    partial = before.partial_ids(complete)
-    units = [u for u in units if u.item is None or u.item.id not in complete]
-    log.info("%s source %s: %d units to read (%d inputs already complete)", source.kind, config.source,
-             len(units), len(complete))
-
-    spec = EncoderSpec(checkpoint, config.token_rate, config.semantic_vocab_size, resources.device, config.dtype,
-                       config.max_batch_windows, options_for(checkpoint, storage_options) or None)
+    spec = EncoderSpec(plan.checkpoint, config.token_rate, config.semantic_vocab_size, resources.device,
+                       config.dtype, config.max_batch_windows,
+                       options_for(plan.checkpoint, config.storage_options()) or None)
     # Each row holds at least one 10.24 s window, so batches of `max_batch_windows` rows fill every
     # forward pass but the last of a batch (rows of long files hold up to `chunk_windows` windows).
     batch_rows = config.max_batch_windows
-    run_info = {"pipeline_version": __version__, "batch_size": batch_rows, "max_batch_windows": config.max_batch_windows}
+    # A run with fewer batches than write tasks allowed is no mistake (Ray Data says it is, once per run).
+    warnings.filterwarnings("ignore", message=r"The maximum number of concurrent tasks for 'MapBatches\(write_batch\)'",
+                            category=UserWarning)
     # A stage's own exception reaches the driver (a Fault, an OutputError), not Ray Data's wrapper.
     ray.data.DataContext.get_current().raise_original_map_exception = True
-    summaries: list[dict] = []
-    keys = before  # from here on, this run's summaries are folded in as they arrive
-    if units:
-        skip_ref = ray.put((complete, before.chunks, partial))
-        # units travel pickled: an Arrow column of bytes, not Python objects Arrow cannot type
-        ds = ray.data.from_items([{"unit": pickle.dumps(u)} for u in units], override_num_blocks=min(len(units), 1000))
-        bound_buffers(ds.context, config, encoders=resources.max_actors, batch_rows=batch_rows)
-        ds = ds.map_batches(ReadDecode(source, variant, skip_ref, chunk_windows=config.chunk_windows,
-                                       max_duration_s=config.max_duration_s, limit_ids=limit_ids,
-                                       resample=config.resample_on == "decode"),
-                            batch_size=1, batch_format="pyarrow",
-                            # Ray's default (a task's worker is reused without limit), stated: Ray Data
-                            # fuses a task stage into the actor stage after it when their options are
-                            # equal, which would decode inside the encoder actors
-                            max_calls=0)
-        ds = ds.map_batches(
-            EncoderActor,
-            fn_constructor_kwargs={"spec": spec, "torch_threads": resources.torch_threads,
-                                   "inject_device_error_once": os.environ.get("PIPELINE_INJECT_DEVICE_ERROR_ONCE")},
-            batch_size=batch_rows, batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(min_size=resources.min_actors, max_size=resources.max_actors),
-            num_gpus=resources.gpus_per_actor, num_cpus=resources.cpus_per_actor,
-        )
-        ds = ds.map_batches(write_batch, batch_size=config.rows_per_file, batch_format="pyarrow",
-                            fn_kwargs={"output": output, "run_info": run_info,
-                                       "previous_ref": ray.put(previous) if previous else None})
-        total_inputs = len(units) if limit_ids is None and all(u.item is not None for u in units) else None
-        summaries = _consume(ds, keys, lease, total_inputs, progress)
-        _drop_superseded(output, keys)
-    manifest = manifest_from_counts(
-        config=config, source_kind=source.kind, keys=keys, run=run_totals(summaries),
-        encoder={"batch_rows": batch_rows, "num_encoders": resources.max_actors, "device": resources.device},
-        wall_time_s=time.time() - started, resumed=resumed,
+    skip_ref = ray.put(skip_sets(plan))
+    # units travel pickled: an Arrow column of bytes, not Python objects Arrow cannot type
+    units = plan.units
+    ds = ray.data.from_items([{"unit": pickle.dumps(u)} for u in units], override_num_blocks=min(len(units), 1000))
+    bound_buffers(ds.context, config, encoders=resources.max_actors, batch_rows=batch_rows)
+    ds = ds.map_batches(ReadDecode(plan.source, variant, skip_ref, chunk_windows=config.chunk_windows,
+                                   max_duration_s=config.max_duration_s, limit_ids=plan.limit_ids,
+                                   resample=config.resample_on == "decode"),
+                        batch_size=1, batch_format="pyarrow",
+                        # Ray's default (a task's worker is reused without limit), stated: Ray Data
+                        # fuses a task stage into the actor stage after it when their options are
+                        # equal, which would decode inside the encoder actors
+                        max_calls=0)
+    ds = ds.map_batches(
+        EncoderActor,
+        fn_constructor_kwargs={"spec": spec, "torch_threads": resources.torch_threads,
+                               "inject_device_error_once": os.environ.get("PIPELINE_INJECT_DEVICE_ERROR_ONCE")},
+        batch_size=batch_rows, batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(min_size=resources.min_actors, max_size=resources.max_actors),
+        num_gpus=resources.gpus_per_actor, num_cpus=resources.cpus_per_actor,
     )
-    output.write_manifest(manifest)
-    write_dataset_card(config.output, storage_options or None)
+    return ds.map_batches(write_batch, batch_size=config.rows_per_file, batch_format="pyarrow",
+                          num_cpus=0,
+                          compute=ray.data.TaskPoolStrategy(size=WRITE_TASKS_PER_ENCODER * resources.max_actors),
+                          fn_kwargs={"output": plan.output,
+                                     "previous_ref": ray.put(plan.previous) if plan.previous else None})
+
+
+def _finish(config: TokenizeConfig, plan: RunPlan, run: ShardSummary, encoder: dict, wall_time_s: float) -> dict:
+    """Write the manifest (this run's record added to the earlier ones) and the dataset card."""
+    from ..output.dataset_card import write_dataset_card
+
+    manifest = manifest_from_counts(config=config, source_kind=plan.source.kind, keys=plan.keys, run=run,
+                                    encoder=encoder, wall_time_s=wall_time_s, resumed=plan.resumed,
+                                    earlier=plan.output.read_manifest())
+    plan.output.write_manifest(manifest)
+    write_dataset_card(config.output, config.storage_options() or None)
     return manifest
 
 
-def check_same_weights(expected_identity: dict, checkpoint: str, config, storage_options: dict) -> None:
-    """Refuse, on the driver and before any work, to resume an output with other weights."""
-    from ..codecs.semanticodec.checkpoint import encoder_file_hashes
+def _finish_idle(config: TokenizeConfig, plan: RunPlan, started: float) -> dict:
+    """Nothing was left to do: the manifest stays as it is, unless it is missing or behind the output's
+    shards (a run killed after its last commit), when it is written with a record of this run."""
+    manifest = plan.output.read_manifest()
+    if manifest is not None and manifest.get("counts") == output_counts(plan.keys):
+        log.info("nothing left to do: every input of the source is accounted for in %s", config.output)
+        return manifest
+    log.info("the output's manifest is %s: writing it", "missing" if manifest is None else "behind its shards")
+    encoder = {"batch_rows": config.max_batch_windows, "num_encoders": 0, "device": "none"}
+    return _finish(config, plan, ShardSummary(), encoder, time.time() - started)
 
-    hashes = encoder_file_hashes(checkpoint, config.token_rate, config.semantic_vocab_size,
-                                 storage_options=options_for(checkpoint, storage_options) or None)
-    if hashes != expected_identity.get("files"):
-        changed = ", ".join(sorted(k for k in hashes if hashes[k] != (expected_identity.get("files") or {}).get(k)))
-        raise OutputError(
-            f"{config.output} was tokenized with other weights ({changed} SHA-256 differ from {checkpoint}); "
-            "resuming would mix two corpora. Use the original --checkpoint, another --output, or --overwrite")
 
-
-def _consume(ds, keys, lease: WriterLease, total_inputs: int | None, progress: bool) -> list[dict]:
-    """Run the dataset, folding each write summary into `keys`; a progress bar on stderr."""
+def _consume(ds, keys, lease: WriterLease, total_inputs: int | None, progress: bool) -> ShardSummary:
+    """Run the dataset, folding each write summary's keys into `keys`; returns the sum of their counts.
+    A progress bar on stderr."""
     from tqdm import tqdm
 
-    summaries: list[dict] = []
+    total = ShardSummary()
     bar = tqdm(total=total_inputs, desc="tokenizing", unit="input", disable=not progress, dynamic_ncols=True)
-    audio_s, failed, t0 = 0.0, 0, time.time()
+    t0 = time.time()
     try:
-        for summary in ds.iter_rows():
+        for row in ds.iter_rows():
             lease.check()
-            summaries.append(summary)
+            summary = ShardSummary.from_row(row)
             keys.add_summary(summary)
-            audio_s += float(summary["audio_s"])
-            failed += int(summary["failed"]) + int(summary["retryable"])
-            bar.update(int(summary["inputs_done"]))
+            total += summary.without_keys()
+            bar.update(summary.inputs_done)
             elapsed = max(time.time() - t0, 1e-9)
-            bar.set_postfix_str(f"{audio_s / 3600:.3f} audio-h, {audio_s / elapsed:.2f} audio-h/h, "
-                                f"{failed} failed", refresh=False)
-    except KeyboardInterrupt:
+            bar.set_postfix_str(f"{total.audio_s / 3600:.3f} audio-h, {total.audio_s / elapsed:.2f} audio-h/h, "
+                                f"{total.failed + total.retryable} failed", refresh=False)
+    finally:
         bar.close()
-        raise Interrupted(sum(int(s["shards"]) for s in summaries)) from None
-    bar.close()
-    return summaries
-
-
-def _drop_superseded(output: OutputFolder, keys) -> None:
-    """Remove the void rows `keys` knows of (the supersede rule, `output/folder.py`); keep its shard count."""
-    removed = output.drop_superseded(keys.void)
-    keys.failure_files -= sum(shard.startswith(f"{FAILURES_DIR}/") for shard in removed)
-    keys.void = {}
-
-
-def select_failures(rows: list[dict], selectors: str) -> list[dict]:
-    """The failure rows `--retry-failures` names: all (`selectors` empty), or those whose error
-    type or stage is one of the comma-separated `selectors`."""
-    wanted = {name.strip() for name in selectors.split(",") if name.strip()}
-    return [row for row in rows if not wanted or row["error_type"] in wanted or row["stage"] in wanted]
-
-
-def _first_ids(source, units, limit: int) -> set[str]:
-    """For sources whose ids are only known after reading (tar, Parquet): the first `limit` ids."""
-    ids: list[str] = []
-    for unit in units:
-        for item in source.read_unit(unit):
-            ids.append(item.id)
-            if len(ids) >= limit:
-                return set(ids)
-    return set(ids)
-
-
-def source_split(config) -> str | None:
-    """The HF dataset split to read: the one given, or AudioSet's balanced train split by default."""
-    return config.split or ("bal_train" if config.source.startswith(AUDIOSET_HF) else None)
+    return total

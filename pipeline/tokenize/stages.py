@@ -21,12 +21,14 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from .. import __version__
 from ..errors import UserError
 from ..faults import Fault, brief
 from ..records import AudioChunk, Failure
 from .batch import batch_to_records, records_to_batch
 
 if TYPE_CHECKING:
+    from ..output.summary import ShardSummary
     from .encoder_plan import EncoderSpec
 
 log = logging.getLogger(__name__)
@@ -239,30 +241,33 @@ def _load_codec(spec: EncoderSpec, torch_threads: int | None):
 _PREVIOUS_CACHE: dict = {}
 
 
-def write_batch(batch: pa.Table, output, run_info: dict, previous_ref=None) -> pa.Table:
+def write_batch(batch: pa.Table, output, previous_ref=None) -> pa.Table:
     """`ds.map_batches(write_batch, batch_format="pyarrow", ...)`: one batch → committed shards +
-    a one-row summary. `previous_ref`: {id or unit key: shard} of the old rows this run supersedes
-    (an object ref, or the dict itself as in tests). An output that refuses the write is an
-    OutputError (one line: the path and the system's words); any other error a Fault."""
+    a one-row summary (`ShardSummary.to_row`). `previous_ref`: {id or unit key: shard} of the old rows
+    this run supersedes (an object ref, or the dict itself as in tests). An output that refuses the
+    write is an OutputError (one line: the path and the system's words); any other error a Fault."""
     try:
-        return _write(batch, output, run_info, _previous(previous_ref))
+        return pa.Table.from_pylist([_write(batch, output, _previous(previous_ref)).to_row()])
     except (Fault, UserError):
         raise
     except Exception as error:
         raise Fault.from_error("a write task", error) from error
 
 
-def _write(batch: pa.Table, output, run_info: dict, previous: dict) -> pa.Table:
+def _write(batch: pa.Table, output, previous: dict) -> ShardSummary:
     from ..output.shards import write_records
 
     records = batch_to_records(batch)
+    # the tokens' footer: the codec's provenance and the version of the pipeline that wrote them (the
+    # run's settings are the manifest's)
     provenance = json.loads(batch.column("provenance_json")[0].as_py()) if len(records) else {}
-    summary = write_records(output, records, {**provenance, **run_info}, batch.column("unit").to_pylist(), previous)
-    summary["provenance_json"] = json.dumps(provenance, sort_keys=True) if summary["token_rows"] else ""
-    summary["encoder_passes"] = sum(batch.column("encoder_passes").to_pylist())
-    summary["encoder_windows"] = sum(batch.column("encoder_windows").to_pylist())
-    summary["encoder_dtypes_json"] = next((d for d in batch.column("encoder_dtypes_json").to_pylist() if d), "")
-    return pa.Table.from_pylist([summary])
+    summary = write_records(output, records, {**provenance, "pipeline_version": __version__},
+                            batch.column("unit").to_pylist(), previous)
+    summary.encoder_passes = sum(batch.column("encoder_passes").to_pylist())
+    summary.encoder_windows = sum(batch.column("encoder_windows").to_pylist())
+    summary.dtype_per_component = json.loads(next((d for d in batch.column("encoder_dtypes_json").to_pylist() if d),
+                                                  "{}"))
+    return summary
 
 
 def _previous(ref) -> dict:

@@ -361,9 +361,40 @@ def test_ctrl_c_says_how_many_shards_are_committed_and_how_to_resume(tmp_path):
     stdout, stderr = process.communicate(timeout=360)  # Ray Data drains in-flight tasks on a busy 2-core CI box
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert process.returncode == EXIT_INTERRUPTED, stderr[-3000:]
-    expected = r"interrupted: \d+ shards committed; rerun the same command to resume"
-    assert re.fullmatch(expected, lines[-1]), lines[-5:]
+    expected = r"interrupted: (\d+) shards committed; rerun the same command to resume"
+    match = re.fullmatch(expected, lines[-1])
+    assert match, lines[-5:]
+    on_disk = [p for kind in ("tokens", "failures", "retryable") for p in (tmp_path / "out" / kind).glob("*.parquet")]
+    assert int(match[1]) == len(on_disk) > 0, (lines[-1], on_disk)  # the shards committed, not those reported
     assert "Traceback" not in stderr and stdout == ""
+
+
+def test_a_rerun_with_nothing_to_do_starts_no_ray_and_other_settings_are_refused_before_ray(tmp_path):
+    import json
+
+    audio = tmp_path / "audio"
+    write_samples(audio, include_bad=False)
+    out = tmp_path / "out"
+    args = ["--source", str(audio), "--output", str(out), *SYNTHETIC, "--quiet"]
+    done = run_ray_job(args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    first = json.loads(done.stdout)["summary"]
+    record = (out / "manifest.json").read_bytes()
+    done, _, ray_started = run_job(JOB, args, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not ray_started, "a rerun with nothing to do started Ray"
+    assert "nothing left to do" in done.stderr
+    again = json.loads(done.stdout)["summary"]
+    assert {k: again[k] for k in ("inputs", "tokenized", "failed")} == {k: first[k] for k in ("inputs", "tokenized",
+                                                                                            "failed")}
+    assert again["audio_seconds_per_second"] == 0.0  # this invocation's, not the first run's
+    assert (out / "manifest.json").read_bytes() == record, "a rerun with nothing to do rewrote the run record"
+    done, seconds, ray_started = run_job(JOB, [*args, "--chunk-windows", "3"], tmp_path)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 1 and not ray_started, done.stderr[-3000:]
+    assert re.fullmatch(rf"error: {re.escape(str(out))} was written with other settings \(chunk_windows: output has "
+                        r"\d+, this run 3\); resuming would mix two corpora\. .*", lines[-1]), lines[-3:]
+    assert seconds < BEFORE_RAY_S, f"took {seconds:.1f} s"
 
 
 def test_transient_failures_exit_75_and_say_to_rerun(tmp_path):

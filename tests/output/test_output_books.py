@@ -58,7 +58,7 @@ def test_committed_keys_counts_and_partial_inputs(tmp_path):
                                      Failure("bad", "/bad", "decode", "AudioDecodeError", "corrupt"),
                                      Failure("gone", "/gone", STAGE_READ, "FileNotFoundError", "no such file",
                                              retryable=True)], {"variant": "v"})
-    assert (summary["token_rows"], summary["failed"], summary["retryable"]) == (3, 1, 1)
+    assert (summary.token_rows, summary.failed, summary.retryable, summary.shards) == (3, 1, 1, 3)
     assert len(output.committed_files(FAILURES_DIR)) == 1 and len(output.committed_files(RETRYABLE_DIR)) == 1
     keys = output.committed_keys()
     assert keys.complete_ids() == {"a", "bad"}  # the retryable failure is not final, "long" lacks chunk 2

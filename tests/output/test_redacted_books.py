@@ -12,6 +12,7 @@ from pipeline.output.dataset_card import write_dataset_card
 from pipeline.output.folder import CommittedKeys, OutputFolder
 from pipeline.output.run_manifest import manifest_from_counts
 from pipeline.output.shards import write_records
+from pipeline.output.summary import ShardSummary
 from pipeline.records import ChunkInfo, EncodedChunk, Failure
 from pipeline.sources.manifest import row_item
 from pipeline.sources.uri_rule import UriRule
@@ -50,7 +51,7 @@ def test_manifest_and_dataset_card_are_redacted(tmp_path):
     output = OutputFolder(str(tmp_path))
     config = TokenizeConfig(source=SIGNED, output="s3://K3Y:S3CR3T@bucket/run1", checkpoint="synthetic:small",
                             semantic_vocab_size=4096)
-    manifest = manifest_from_counts(config=config, source_kind="files", keys=CommittedKeys(), run={},
+    manifest = manifest_from_counts(config=config, source_kind="files", keys=CommittedKeys(), run=ShardSummary(),
                                     encoder={"batch_rows": 16, "num_encoders": 1, "device": "cpu"},
                                     wall_time_s=1.0, resumed=False)
     text = json.dumps(manifest)

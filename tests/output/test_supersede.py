@@ -187,7 +187,7 @@ def test_a_failed_publish_says_why_in_one_line_and_leaves_no_temporary_file(tmp_
 
 
 def test_retry_failures_selects_all_rows_or_those_of_the_given_types_or_stages():
-    from pipeline.tokenize.run import select_failures
+    from pipeline.tokenize.plan import select_failures
 
     rows = [{"id": "a", "stage": "encode", "error_type": "OSError"},
             {"id": "b", "stage": "decode", "error_type": "AudioDecodeError"},

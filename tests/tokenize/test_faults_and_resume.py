@@ -13,10 +13,10 @@ from pathlib import Path
 import pyarrow.dataset as pads
 
 from pipeline.tokenize.config import TokenizeConfig
-from pipeline.tokenize.run import run_tokenize
 from tests.support.audio import flac_bytes
 from tests.support.outputs import assert_each_id_once, read_output
 from tests.support.processes import kill_session
+from tests.support.runs import tokenize
 from tests.support.s3 import FaultyProxy, MotoServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ def test_transient_s3_faults_lose_and_duplicate_nothing(ray_local, small_checkpo
             source="s3://bucket/in/", output="s3://bucket/out", checkpoint=str(small_checkpoint),
             semantic_vocab_size=4096, max_batch_windows=2, rows_per_file=2, s3_endpoint_url=faulty.url,
         )
-        manifest = run_tokenize(config, progress=False)
+        manifest = tokenize(config, progress=False)
         direct.invalidate_cache()
         token_files = direct.find("bucket/out/tokens")
         tokens = pads.dataset(token_files, filesystem=direct, format="parquet").to_table().to_pylist()

@@ -22,10 +22,10 @@ from pipeline.report.config import SpotCheckConfig
 from pipeline.report.decode import DecodeOutcome, DecodeResult
 from pipeline.report.spot_check import run_spot_check
 from pipeline.tokenize.config import TokenizeConfig
-from pipeline.tokenize.run import run_tokenize
 from tests.support.audio import flac_bytes, make_tone, wav_bytes
 from tests.support.canary import CanaryServer, hostile_uris, write_canary_file, write_canary_tar
 from tests.support.outputs import assert_each_id_once, read_output
+from tests.support.runs import tokenize
 
 CHUNK_WINDOWS = 2  # 20.48 s chunks
 
@@ -42,8 +42,8 @@ def test_one_file_at_a_time_into_one_output(ray_local, small_checkpoint, tmp_pat
     for n, name in enumerate(("a.wav", "b.flac")):
         sf.write(clips / name, make_tone(0.6, seed=n)[0], 16000)
     out = tmp_path / "out"
-    run_tokenize(config(clips / "a.wav", out, small_checkpoint), progress=False)
-    run_tokenize(config(f"file://{clips}/b.flac", out, small_checkpoint), progress=False)
+    tokenize(config(clips / "a.wav", out, small_checkpoint), progress=False)
+    tokenize(config(f"file://{clips}/b.flac", out, small_checkpoint), progress=False)
     tokens, failures, manifest = read_output(out)
     assert_each_id_once(tokens, failures, {"a.wav", "b.flac"})
     assert {r["id"]: r["uri"] for r in tokens} == {n: str(clips / n) for n in ("a.wav", "b.flac")}
@@ -74,7 +74,7 @@ def test_a_tar_folder_resumed_under_other_spellings_adds_nothing(ray_local, smal
     expected = {"a.tar/converted/es_frase.aiff", "a.tar/converted/es_frase.flac", "a.tar/k", "a.tar/dup", "b.tar/k",
                 "a.tar#5", "a.tar#6"}
     for n, spelling in enumerate((f"{shards}/", f"{shards}/*.tar", f"file://{shards}")):
-        manifest = run_tokenize(config(spelling, out, small_checkpoint), progress=False)
+        manifest = tokenize(config(spelling, out, small_checkpoint), progress=False)
         tokens, failures, _ = read_output(out)
         assert_each_id_once(tokens, failures, expected)
         if n:  # a resume under another spelling: the same ids, nothing read again
@@ -103,7 +103,7 @@ def test_parquet_duplicates_and_a_dataset_written_by_datasets(ray_local, small_c
             for n, id in enumerate(["d1", "d2", "d1", "c1"])]
     pq.write_table(pa.Table.from_pylist(rows), folder / "train-1.parquet")
     out = tmp_path / "out"
-    run_tokenize(config(folder / "*.parquet", out, small_checkpoint), progress=False)
+    tokenize(config(folder / "*.parquet", out, small_checkpoint), progress=False)
     tokens, failures, _ = read_output(out)
     assert_each_id_once(tokens, failures, {"c0", "c1", "d1", "d2", "train-1.parquet#2", "train-1.parquet#3"})
     by_id = {r["id"]: r for r in tokens}
@@ -112,7 +112,7 @@ def test_parquet_duplicates_and_a_dataset_written_by_datasets(ray_local, small_c
     assert "'d1' at row 2 of train-1.parquet is already taken by row 0 of train-1.parquet" in failed["train-1.parquet#2"]
     assert "'c1' at row 3 of train-1.parquet is already taken by row 1 of train-0.parquet" in failed["train-1.parquet#3"]
     out_first = tmp_path / "out_first"
-    run_tokenize(config(folder / "*.parquet", out_first, small_checkpoint, dedupe="first"), progress=False)
+    tokenize(config(folder / "*.parquet", out_first, small_checkpoint, dedupe="first"), progress=False)
     tokens, failures, _ = read_output(out_first)
     assert_each_id_once(tokens, failures, {"c0", "c1", "d1", "d2"})
 
@@ -137,7 +137,7 @@ def test_every_row_records_its_span_and_the_spot_check_compares_that_span(ray_lo
     (data / "list.csv").write_text("id,uri,start_s,end_s\nlong_20_30,long.wav,20,30\nlong_whole,long.wav,,\n"
                                    "short,short.flac,,\nlong_5_29,long.wav,5,29\n")
     out = tmp_path / "out"
-    run_tokenize(config(data / "list.csv", out, small_checkpoint), progress=False)
+    tokenize(config(data / "list.csv", out, small_checkpoint), progress=False)
     tokens, failures, _ = read_output(out)
     assert not failures
     spans = {(r["id"], r["chunk_index"]): (r["source_start_s"], r["source_end_s"]) for r in tokens}
@@ -178,16 +178,16 @@ def test_an_output_made_with_the_old_id_rule_is_refused_on_resume(ray_local, sma
     clips.mkdir()
     sf.write(clips / "a.wav", make_tone(0.5)[0], 16000)
     out = tmp_path / "out"
-    run_tokenize(config(clips, out, small_checkpoint), progress=False)
+    tokenize(config(clips, out, small_checkpoint), progress=False)
     fingerprint = json.loads((out / FINGERPRINT_FILE).read_text())
     assert fingerprint["id_rule"] == 2
     del fingerprint["id_rule"]  # as the first id rule's runs wrote it
     (out / FINGERPRINT_FILE).write_text(json.dumps(fingerprint))
     with pytest.raises(OutputError) as caught:
-        run_tokenize(config(clips, out, small_checkpoint), progress=False)
+        tokenize(config(clips, out, small_checkpoint), progress=False)
     message = str(caught.value)
     assert "\n" not in message and "id_rule: output has 1, this run 2" in message and "--overwrite" in message
-    run_tokenize(config(clips, out, small_checkpoint, overwrite=True), progress=False)
+    tokenize(config(clips, out, small_checkpoint, overwrite=True), progress=False)
 
 
 def test_a_manifest_on_s3_tokenizes_only_its_own_audio(ray_local, small_checkpoint, tmp_path, monkeypatch):
@@ -207,7 +207,7 @@ def test_a_manifest_on_s3_tokenizes_only_its_own_audio(ray_local, small_checkpoi
         rows = [{"id": id, "uri": uri} for id, uri in hostile.items()] + [{"id": "good", "uri": "clips/good.flac"}]
         s3.pipe_file("trust-run/ds/list.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
         out = tmp_path / "out"
-        run_tokenize(config("s3://trust-run/ds/list.jsonl", out, small_checkpoint, s3_endpoint_url=endpoint),
+        tokenize(config("s3://trust-run/ds/list.jsonl", out, small_checkpoint, s3_endpoint_url=endpoint),
                      progress=False)
         assert canary.requests == []
     tokens, failures, _ = read_output(out, with_retryable=True)

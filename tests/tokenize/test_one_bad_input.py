@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import soundfile as sf
 
 from pipeline.tokenize.config import TokenizeConfig
-from pipeline.tokenize.run import run_tokenize
 from tests.support.audio import flac_bytes, make_tone, write_flac_clips
 from tests.support.outputs import assert_each_id_once, read_output
+from tests.support.runs import tokenize
 
 NOT_AUDIO = b"<html><body>403 Forbidden</body></html>\n" * 4
 
@@ -44,7 +44,7 @@ def test_a_flac_cut_at_70_percent_beside_valid_clips(ray_local, small_checkpoint
     whole = buffer.getvalue()
     (audio / "interrupted_download.flac").write_bytes(whole[: len(whole) * 7 // 10])
     out = tmp_path / "out"
-    manifest = run_tokenize(config(audio, out, small_checkpoint), progress=False)
+    manifest = tokenize(config(audio, out, small_checkpoint), progress=False)
     failure = assert_one_failure(out, "interrupted_download.flac", valid, manifest)
     assert (failure["stage"], failure["error_type"]) == ("decode", "AudioDecodeError")
 
@@ -64,7 +64,7 @@ def test_tar_shards_with_a_member_that_is_not_audio(ray_local, small_checkpoint,
                 tar.addfile(info, io.BytesIO(payload))
                 valid.add(f"shard-{index:04d}.tar/{name.split('.')[0]}")
     out = tmp_path / "out"
-    manifest = run_tokenize(config(shards, out, small_checkpoint), progress=False)
+    manifest = tokenize(config(shards, out, small_checkpoint), progress=False)
     valid.discard("shard-0001.tar/scraped")
     failure = assert_one_failure(out, "shard-0001.tar/scraped", valid, manifest)
     assert (failure["stage"], failure["error_type"]) == ("decode", "AudioDecodeError")
@@ -82,7 +82,7 @@ def test_hf_parquet_files_with_a_row_that_is_not_audio(ray_local, small_checkpoi
             rows.insert(1, {"id": "not_audio", "audio": {"bytes": NOT_AUDIO, "path": "x.flac"}})
         pq.write_table(pa.Table.from_pylist(rows), folder / f"part{index}.parquet")
     out = tmp_path / "out"
-    manifest = run_tokenize(config(tmp_path / "hf", out, small_checkpoint), progress=False)
+    manifest = tokenize(config(tmp_path / "hf", out, small_checkpoint), progress=False)
     failure = assert_one_failure(out, "not_audio", valid, manifest)
     assert (failure["stage"], failure["error_type"]) == ("decode", "AudioDecodeError")
 

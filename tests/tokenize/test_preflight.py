@@ -188,7 +188,7 @@ def test_a_bug_inside_the_source_is_not_reported_as_a_source_error(monkeypatch, 
     def buggy(config, storage_options):
         raise TypeError("'NoneType' object is not subscriptable")
 
-    monkeypatch.setattr("pipeline.tokenize.run.open_config_source", buggy)
+    monkeypatch.setattr("pipeline.tokenize.preflight.open_config_source", buggy)
     with pytest.raises(TypeError):
         P.check_source(TokenizeConfig(source=str(audio), output=str(tmp_path / "out")), {})
 
@@ -199,7 +199,7 @@ def test_a_known_error_becomes_one_line_chained_to_its_cause(monkeypatch, audio,
     def unreachable(config, storage_options):
         raise reset
 
-    monkeypatch.setattr("pipeline.tokenize.run.open_config_source", unreachable)
+    monkeypatch.setattr("pipeline.tokenize.preflight.open_config_source", unreachable)
     with pytest.raises(SourceError, match="cannot read source .*ConnectionResetError") as error:
         P.check_source(TokenizeConfig(source=str(audio), output=str(tmp_path / "out")), {})
     assert error.value.__cause__ is reset

@@ -16,10 +16,10 @@ from pipeline.codecs.semanticodec import SemantiCodec
 from pipeline.demo_audio import BAD_SAMPLES, GOOD_SAMPLES, write_samples
 from pipeline.output.schema import arrow_schema
 from pipeline.tokenize.config import TokenizeConfig
-from pipeline.tokenize.run import run_tokenize
 from tests.support.audio import flac_bytes
 from tests.support.audioset import AUDIOSET_CSV, CLASS_LABELS
 from tests.support.outputs import assert_each_id_once, read_output, tokens_by_id, validate_manifest
+from tests.support.runs import tokenize
 
 CHUNK_WINDOWS = 2  # 20.48 s chunks, so the 40 s sample is cut in two
 
@@ -52,7 +52,7 @@ def test_folder_with_edge_and_bad_inputs_and_a_manifest_miss(ray_local, samples,
     names = sorted(GOOD_SAMPLES) + sorted(BAD_SAMPLES) + ["listed_but_missing.wav"]
     manifest_path.write_text("".join(json.dumps({"id": n, "uri": str(samples / n)}) + "\n" for n in names))
     out = tmp_path / "out"
-    run_tokenize(config(manifest_path, out, small_checkpoint, allow_uri_prefix=[str(samples)]), progress=False)
+    tokenize(config(manifest_path, out, small_checkpoint, allow_uri_prefix=[str(samples)]), progress=False)
     tokens, failures, manifest = read_output(out, with_retryable=True)  # the missing file is retryable
     assert_each_id_once(tokens, failures, set(names))
     assert {r["id"] for r in tokens} == set(GOOD_SAMPLES)
@@ -95,7 +95,7 @@ def test_resampling_on_the_encoder_gives_the_decode_paths_rows_and_tokens(ray_lo
     them. Same rows and failures as resampling in the decode tasks; tokens agree with the codec's
     own encode up to the float rounding of the convolution (agreement printed)."""
     out = tmp_path / "out"
-    manifest = run_tokenize(config(samples, out, small_checkpoint, resample_on="encoder"), progress=False)
+    manifest = tokenize(config(samples, out, small_checkpoint, resample_on="encoder"), progress=False)
     tokens, failures, _ = read_output(out)
     assert_each_id_once(tokens, failures, set(GOOD_SAMPLES) | set(BAD_SAMPLES))
     assert {r["id"] for r in tokens} == set(GOOD_SAMPLES)
@@ -126,7 +126,7 @@ def test_m4a_and_webm_files_in_a_folder_are_tokenized(ray_local, small_checkpoin
     (folder / "voice.m4a").write_bytes(ffmpeg_bytes(make_tone(4.0, 44100, channels=2), 44100, "mp4", "aac"))
     (folder / "music.webm").write_bytes(ffmpeg_bytes(make_tone(2.5, 48000, seed=1), 48000, "webm", "libopus"))
     out = tmp_path / "out"
-    manifest = run_tokenize(config(folder, out, small_checkpoint), progress=False)
+    manifest = tokenize(config(folder, out, small_checkpoint), progress=False)
     tokens, failures, _ = read_output(out)
     assert not failures and manifest["counts"]["tokenized"] == 2
     got = tokens_by_id(tokens)
@@ -138,7 +138,7 @@ def test_m4a_and_webm_files_in_a_folder_are_tokenized(ray_local, small_checkpoin
 
 def test_output_schema_provenance_and_readers(ray_local, samples, small_checkpoint, tmp_path):
     out = tmp_path / "out"
-    run_tokenize(config(samples, out, small_checkpoint), progress=False)
+    tokenize(config(samples, out, small_checkpoint), progress=False)
     files = sorted((out / "tokens").glob("part-*.parquet"))
     assert files and not list((out / "_tmp").glob("*"))
     for path in files:
@@ -150,6 +150,7 @@ def test_output_schema_provenance_and_readers(ray_local, samples, small_checkpoi
         provenance = json.loads(meta[b"pipeline.provenance"])
         assert provenance["variant"] == "semanticodec-r100-v4096" and provenance["synthetic_weights"] is True
         assert len(provenance["files"]["encoder"]["sha256"]) == 64
+        assert not {"batch_size", "max_batch_windows"} & set(provenance)  # run settings are the manifest's
         assert parquet.metadata.num_rows <= 3
     import datasets
     import pyarrow.dataset as pads
@@ -165,14 +166,16 @@ def test_output_schema_provenance_and_readers(ray_local, samples, small_checkpoi
 
 def test_rerun_resumes_and_overwrite_starts_afresh(ray_local, samples, small_checkpoint, tmp_path):
     out = tmp_path / "out"
-    first = run_tokenize(config(samples, out, small_checkpoint), progress=False)
+    first = tokenize(config(samples, out, small_checkpoint), progress=False)
     before = {p.name: p.stat().st_mtime_ns for p in (out / "tokens").glob("*.parquet")}
-    again = run_tokenize(config(samples, out, small_checkpoint), progress=False)
-    assert again["run"]["rows_this_run"] == 0 and again["run"]["resumed"] is True
+    record = (out / "manifest.json").read_bytes()
+    again = tokenize(config(samples, out, small_checkpoint), progress=False)
+    # nothing left to do: no shard and no manifest written, the first run's record kept
+    assert again == first and (out / "manifest.json").read_bytes() == record
     assert {p.name: p.stat().st_mtime_ns for p in (out / "tokens").glob("*.parquet")} == before
-    assert again["counts"] == first["counts"]
-    fresh = run_tokenize(config(samples, out, small_checkpoint, overwrite=True), progress=False)
+    fresh = tokenize(config(samples, out, small_checkpoint, overwrite=True), progress=False)
     assert fresh["run"]["rows_this_run"] == first["counts"]["token_rows"] + first["counts"]["failed"]
+    assert fresh["runs"] == [fresh["run"]]  # --overwrite starts the history afresh too
     tokens, failures, _ = read_output(out)
     assert_each_id_once(tokens, failures, set(GOOD_SAMPLES) | set(BAD_SAMPLES))
 
@@ -180,7 +183,7 @@ def test_rerun_resumes_and_overwrite_starts_afresh(ray_local, samples, small_che
 def test_ids_are_stable_across_runs(ray_local, samples, small_checkpoint, tmp_path):
     ids = []
     for name in ("a", "b"):
-        run_tokenize(config(samples, tmp_path / name, small_checkpoint, limit=5), progress=False)
+        tokenize(config(samples, tmp_path / name, small_checkpoint, limit=5), progress=False)
         tokens, failures, _ = read_output(tmp_path / name)
         ids.append(sorted({r["id"] for r in tokens} | {r["id"] for r in failures}))
     assert ids[0] == ids[1] and len(ids[0]) == 5
@@ -195,7 +198,7 @@ def test_hf_parquet_source_carries_labels(ray_local, small_checkpoint, tmp_path)
     rows.append({"video_id": "broken", "audio": {"bytes": b"garbage", "path": "x.flac"}, "labels": [], "human_labels": []})
     pq.write_table(pa.Table.from_pylist(rows), folder / "part0.parquet")
     out = tmp_path / "out"
-    manifest = run_tokenize(config(tmp_path / "hf", out, small_checkpoint, split="bal_train"), progress=False)
+    manifest = tokenize(config(tmp_path / "hf", out, small_checkpoint, split="bal_train"), progress=False)
     tokens, failures, _ = read_output(out)
     assert_each_id_once(tokens, failures, {f"yt{i}" for i in range(4)} | {"broken"})
     by_id = {r["id"]: r for r in tokens}
@@ -213,7 +216,7 @@ def test_tar_source(ray_local, small_checkpoint, tmp_path):
                 info.size = len(payload)
                 tar.addfile(info, io.BytesIO(payload))
     out = tmp_path / "out"
-    run_tokenize(config(shard.parent, out, small_checkpoint), progress=False)
+    tokenize(config(shard.parent, out, small_checkpoint), progress=False)
     tokens, failures, _ = read_output(out)
     assert_each_id_once(tokens, failures, {f"shard-0000.tar/k{i}" for i in range(3)})
     assert not failures and {tuple(r["labels"]) for r in tokens} == {("l0",), ("l1",), ("l2",)}
@@ -227,7 +230,7 @@ def test_audioset_csv_source(ray_local, small_checkpoint, tmp_path):
     (tmp_path / "segments.csv").write_text(AUDIOSET_CSV)
     (tmp_path / "labels.csv").write_text(CLASS_LABELS)
     out = tmp_path / "out"
-    run_tokenize(config(tmp_path / "segments.csv", out, small_checkpoint, audio_root=str(audio),
+    tokenize(config(tmp_path / "segments.csv", out, small_checkpoint, audio_root=str(audio),
                         class_labels=str(tmp_path / "labels.csv")), progress=False)
     tokens, failures, _ = read_output(out, with_retryable=True)  # a segment without a file may appear later
     assert_each_id_once(tokens, failures, {"--PJHxphWEs_30.000_40.000", "--ZhevVpy1s_50.000_60.000", "missingYTID_0.000_10.000"})
@@ -250,7 +253,7 @@ def test_odd_file_names_give_safe_stable_ids(ray_local, small_checkpoint, tmp_pa
     expected = {"with space.flac", "ünïcödé 音.flac", "..dots...flac", "x.flac"}
     out = tmp_path / "out"
     for _ in range(2):  # the same ids on a second run (which then has nothing to do)
-        run_tokenize(config(audio, out, small_checkpoint, overwrite=_ == 0), progress=False)
+        tokenize(config(audio, out, small_checkpoint, overwrite=_ == 0), progress=False)
         tokens, failures, _manifest = read_output(out)
         assert_each_id_once(tokens, failures, expected)
     written = [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_relative_to(audio)]
