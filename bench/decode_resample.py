@@ -2,7 +2,7 @@
 
 AudioSet clips are 10 s, 48 kHz, 24-bit FLAC (2 channels by default here). The bench writes
 `--clips` such clips (noise under tones, so FLAC has real work to do), then times
-`pipeline.audio.load.decode_item` on them on ONE thread (torch and the process): bytes in
+`pipeline.audio.load.load_chunks` on them on ONE thread (torch and the process): bytes in
 memory → channel 0 at 16 kHz in chunks, the work of one decode task per input. It times both
 places the resampling can run (`--resample-on`):
 
@@ -54,7 +54,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from pipeline.audio.load import decode_item
+    from pipeline.audio.load import load_chunks
     from pipeline.codecs.semanticodec.prepare import prepare_clip
     from pipeline.codecs.semanticodec.variants import SemantiCodecVariant
     from pipeline.records import AudioChunk, SourceItem
@@ -68,7 +68,7 @@ def main() -> None:
 
     def decode_task(item, resample: bool):
         """What one decode task does per input (as `ray_stages.ReadDecode`)."""
-        chunks = list(decode_item(item, chunk_windows=DEFAULT_CHUNK_WINDOWS, max_duration_s=DEFAULT_MAX_DURATION_S,
+        chunks = list(load_chunks(item, chunk_windows=DEFAULT_CHUNK_WINDOWS, max_duration_s=DEFAULT_MAX_DURATION_S,
                                   resample=resample))
         assert chunks and all(isinstance(c, AudioChunk) for c in chunks), chunks
         return [c if c.resample_from else AudioChunk(c.info, prepare_clip(c.waveform, variant).samples) for c in chunks]

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from pipeline.audio.ffmpeg import FFmpegReader
-from pipeline.audio.load import decode_item
+from pipeline.audio.load import load_chunks
 from pipeline.content_errors import admit_failure, is_content_error
 from pipeline.errors import AudioInputError
 from pipeline.faults import Fault, fault_in, likely_cause
@@ -80,7 +80,7 @@ def test_a_missing_object_is_final_only_at_the_read_stage():
 
 def test_decode_records_bad_bytes_and_raises_everything_else(monkeypatch):
     item = SourceItem(id="x", uri="/x", data=b"not audio at all, not even close")
-    (failure,) = decode_item(item, chunk_windows=2, max_duration_s=60)
+    (failure,) = load_chunks(item, chunk_windows=2, max_duration_s=60)
     assert isinstance(failure, Failure) and failure.error_type == "AudioDecodeError"
 
     def broken(data):
@@ -89,7 +89,7 @@ def test_decode_records_bad_bytes_and_raises_everything_else(monkeypatch):
     monkeypatch.setattr("pipeline.audio.load.READERS", (broken, FFmpegReader))  # libsndfile cannot be loaded
     good = SourceItem(id="y", uri="/y", data=flac_bytes(1.0, 0))
     with pytest.raises(OSError, match="libsndfile"):
-        list(decode_item(good, chunk_windows=2, max_duration_s=60))
+        list(load_chunks(good, chunk_windows=2, max_duration_s=60))
 
 
 def test_an_ffmpeg_error_that_is_not_about_the_bytes_is_not_a_decode_failure(monkeypatch):
@@ -101,7 +101,7 @@ def test_an_ffmpeg_error_that_is_not_about_the_bytes_is_not_a_decode_failure(mon
     monkeypatch.setattr(av, "open", out_of_memory)
     item = SourceItem(id="m4a", uri="/m4a", data=b"\x00\x00\x00\x18ftypM4A not really")  # soundfile refuses it first
     with pytest.raises(MemoryError):
-        list(decode_item(item, chunk_windows=2, max_duration_s=60))
+        list(load_chunks(item, chunk_windows=2, max_duration_s=60))
 
 
 def test_the_likely_cause_is_named_for_the_class_of_fault():
@@ -142,11 +142,11 @@ def test_an_actor_that_failed_to_start_is_a_fault_with_its_last_line():
 
 def test_the_decoders_refusal_of_real_bad_audio_is_a_content_failure():
     cut = flac_bytes(5.0, 1)
-    (failure,) = [r for r in decode_item(SourceItem(id="cut", uri="/cut", data=cut[: len(cut) * 7 // 10]),
+    (failure,) = [r for r in load_chunks(SourceItem(id="cut", uri="/cut", data=cut[: len(cut) * 7 // 10]),
                                          chunk_windows=2, max_duration_s=60) if isinstance(r, Failure)]
     assert failure.error_type == "AudioDecodeError" and not failure.retryable
     noise = np.random.default_rng(0).standard_normal(100).astype(np.float32).tobytes()
-    (failure,) = decode_item(SourceItem(id="raw", uri="/raw", data=noise), chunk_windows=2, max_duration_s=60)
+    (failure,) = load_chunks(SourceItem(id="raw", uri="/raw", data=noise), chunk_windows=2, max_duration_s=60)
     assert failure.error_type == "AudioDecodeError"
 
 

@@ -1,4 +1,5 @@
-"""Audio decode: an item's bytes → mono 16 kHz chunks for the encoder, or the failure that stops it.
+"""Loading audio (the failure stage "decode"): an item's bytes → mono 16 kHz chunks for the encoder, or
+the failure that stops it. ("Decode" elsewhere is the codec's tokens → audio.)
 
 The codec's input rule (see `pipeline/codecs/semanticodec/input.py`): channel 0, resampled to 16 kHz by torchaudio's
 resampler. Long inputs are cut into chunks of `chunk_windows` whole 10.24 s windows; each chunk is
@@ -69,8 +70,8 @@ SEGMENT_END_TOLERANCE_S = 0.5
 SEGMENT_END_TOLERANCE = 0.01
 
 
-def decode_item(item: SourceItem, *, chunk_windows: int, max_duration_s: float,
-                resample: bool = True) -> Iterator[AudioChunk | Failure]:
+def load_chunks(item: SourceItem, *, chunk_windows: int, max_duration_s: float,
+               resample: bool = True) -> Iterator[AudioChunk | Failure]:
     """The item's chunks (AudioChunk, in order), or its Failure; see the module docstring.
 
     `resample=False` leaves the resampling to the encoder: a chunk of audio not at 16 kHz then

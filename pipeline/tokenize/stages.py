@@ -1,7 +1,7 @@
 """The tokenize run's Ray adapters: the read+decode task, the encoder actor, the shard writer.
 
 Each adapter is a thin shell around a plain function that is tested without Ray:
-`audio.load.decode_item`, `encode.encode_chunks`, `output.shards.write_records`. Records
+`audio.load.load_chunks`, `encode.encode_chunks`, `output.shards.write_records`. Records
 (pipeline/records.py) travel between stages as Arrow tables of one fixed schema (`batch.py`).
 
 An error that is not an input's own (`pipeline/content_errors.py`) leaves an adapter as a `Fault`,
@@ -70,14 +70,14 @@ class ReadDecode:
             raise Fault.from_error("a read+decode task", error) from error
 
     def _read_decode(self, unit) -> Iterator[pa.Table]:
-        from ..audio.load import decode_item
+        from ..audio.load import load_chunks
 
         skip = _skip_sets(self.skip_ref)
         unit_key = [unit.key] if unit is not None else None
         for item in self.source.read_unit(unit):
             if item.id in skip.complete or (self.limit_ids is not None and item.id not in self.limit_ids):
                 continue
-            records = decode_item(item, chunk_windows=self.chunk_windows, max_duration_s=self.max_duration_s,
+            records = load_chunks(item, chunk_windows=self.chunk_windows, max_duration_s=self.max_duration_s,
                                   resample=self.resample)
             for record in self._held_until_decoded(records, skip):
                 yield records_to_batch([record], unit_key)

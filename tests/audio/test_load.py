@@ -16,7 +16,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from pipeline.audio.load import decode_item
+from pipeline.audio.load import load_chunks
 from pipeline.codecs.semanticodec.variants import SAMPLE_RATE_HZ, SEGMENT_SAMPLES
 from pipeline.records import AudioChunk, Failure, SourceItem
 
@@ -37,7 +37,7 @@ def signal(seconds: float, rate: int, channels: int = 1, seed: int = 0) -> np.nd
 
 
 def decode(data: bytes, chunk_windows=30, max_duration_s=LONG, **fields) -> list:
-    return list(decode_item(SourceItem(id="x", uri="/x", data=data, **fields), chunk_windows=chunk_windows,
+    return list(load_chunks(SourceItem(id="x", uri="/x", data=data, **fields), chunk_windows=chunk_windows,
                             max_duration_s=max_duration_s))
 
 
@@ -76,7 +76,7 @@ def test_truncated_flac_fails_in_both_paths(chunk_windows):
 
 def test_failures_pass_through_and_bad_bytes_fail():
     failure = Failure("x", "/x", "read", "ConnectionResetError", "reset", retryable=True)
-    assert list(decode_item(SourceItem("x", "/x", failure=failure), chunk_windows=30, max_duration_s=LONG)) == [failure]
+    assert list(load_chunks(SourceItem("x", "/x", failure=failure), chunk_windows=30, max_duration_s=LONG)) == [failure]
     [empty] = decode(b"")
     assert (empty.error_type, empty.message) == ("AudioDecodeError", "empty file (0 bytes)")
     [junk] = decode(b"not audio at all" * 100)
@@ -160,14 +160,14 @@ def test_float_wav_out_of_range_is_tokenized_with_a_warning(caplog):
 PEAK_SCRIPT = textwrap.dedent("""
     import resource, sys
     import numpy as np
-    from pipeline.audio.load import decode_item
+    from pipeline.audio.load import load_chunks
     from pipeline.records import SourceItem
     data = open(sys.argv[1], "rb").read()
     warm_up = SourceItem("w", "/w", data=open(sys.argv[2], "rb").read())
-    list(decode_item(warm_up, chunk_windows=1, max_duration_s=1e9))  # imports, kernels, first allocations
+    list(load_chunks(warm_up, chunk_windows=1, max_duration_s=1e9))  # imports, kernels, first allocations
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     count = 0
-    for chunk in decode_item(SourceItem("x", "/x", data=data), chunk_windows=int(sys.argv[3]), max_duration_s=1e9):
+    for chunk in load_chunks(SourceItem("x", "/x", data=data), chunk_windows=int(sys.argv[3]), max_duration_s=1e9):
         assert chunk.waveform is not None, chunk
         count += 1
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -212,8 +212,8 @@ def test_chunks_resampled_by_the_encoder_equal_the_decode_tasks_chunks(rate, sec
 
     data = encode(signal(seconds, rate, channels=2), rate, fmt)
     item = SourceItem(id="x", uri="/x", data=data)
-    on_cpu = list(decode_item(item, chunk_windows=chunk_windows, max_duration_s=LONG))
-    deferred = list(decode_item(item, chunk_windows=chunk_windows, max_duration_s=LONG, resample=False))
+    on_cpu = list(load_chunks(item, chunk_windows=chunk_windows, max_duration_s=LONG))
+    deferred = list(load_chunks(item, chunk_windows=chunk_windows, max_duration_s=LONG, resample=False))
     assert all(isinstance(c, AudioChunk) for c in on_cpu + deferred)
     assert [c.info for c in deferred] == [c.info for c in on_cpu]
     assert {c.resample_from for c in deferred} == ({0} if rate == 16000 else {rate})
@@ -233,7 +233,7 @@ def test_chunks_resampled_by_the_encoder_equal_the_decode_tasks_chunks(rate, sec
 
 def test_deferred_resampling_still_fails_truncated_input():
     data = encode(signal(25.0, 48000), 48000, "FLAC")
-    out = list(decode_item(SourceItem(id="x", uri="/x", data=data[: len(data) * 2 // 3]), chunk_windows=1,
+    out = list(load_chunks(SourceItem(id="x", uri="/x", data=data[: len(data) * 2 // 3]), chunk_windows=1,
                            max_duration_s=LONG, resample=False))
     assert isinstance(out[-1], Failure) and out[-1].stage == "decode" and not out[-1].retryable
 
@@ -278,7 +278,7 @@ def test_long_m4a_is_streamed_in_chunks_equal_to_the_whole_file_path_and_segment
     expected = AF.resample(torch.from_numpy(ffmpeg_channel0(data)[5 * 44100:int(7.5 * 44100)])[None], 44100,
                            SAMPLE_RATE_HZ)[0].numpy()
     np.testing.assert_array_equal(segment.waveform, expected)
-    deferred = decode_item(SourceItem(id="x", uri="/x", data=data), chunk_windows=1, max_duration_s=LONG,
+    deferred = load_chunks(SourceItem(id="x", uri="/x", data=data), chunk_windows=1, max_duration_s=LONG,
                            resample=False)
     assert [c.resample_from for c in deferred] == [44100] * 3
 
@@ -318,7 +318,7 @@ def test_a_file_whose_container_gives_no_length_is_counted_then_decoded(monkeypa
 LYING_SCRIPT = textwrap.dedent("""
     import resource, sys
     from pipeline.audio import ffmpeg
-    from pipeline.audio.load import decode_item
+    from pipeline.audio.load import load_chunks
     from pipeline.records import SourceItem
     from tests.support.audio import silent_matroska
     decoded = [0]
@@ -329,11 +329,11 @@ LYING_SCRIPT = textwrap.dedent("""
         return samples
     ffmpeg._channel0 = counting
     warm_up = SourceItem("w", "/w", data=silent_matroska(20.0))
-    list(decode_item(warm_up, chunk_windows=1, max_duration_s=1e9))  # imports, first allocations
+    list(load_chunks(warm_up, chunk_windows=1, max_duration_s=1e9))  # imports, first allocations
     data = silent_matroska(float(sys.argv[1]), claimed_s=1.0)
     decoded[0] = 0
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    records = list(decode_item(SourceItem("x", "/x", data=data), chunk_windows=30, max_duration_s=float(sys.argv[2])))
+    records = list(load_chunks(SourceItem("x", "/x", data=data), chunk_windows=30, max_duration_s=float(sys.argv[2])))
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(decoded[0], (after - before) * 1024)
     print(records[0].message if len(records) == 1 and hasattr(records[0], "message") else records)

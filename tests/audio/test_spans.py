@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.audio.load import decode_item
+from pipeline.audio.load import load_chunks
 from pipeline.records import AudioChunk, SourceItem
 
 
@@ -25,7 +25,7 @@ def wav(seconds: float, rate: int) -> bytes:
 @pytest.mark.parametrize("start_s, end_s", [(None, None), (3.25, None), (3.25, 30.0)])
 def test_chunk_spans_are_in_the_files_own_time(rate, resample, start_s, end_s):
     item = SourceItem(id="x", uri="/x.wav", data=wav(32.0, rate), start_s=start_s, end_s=end_s)
-    chunks = list(decode_item(item, chunk_windows=1, max_duration_s=100, resample=resample))
+    chunks = list(load_chunks(item, chunk_windows=1, max_duration_s=100, resample=resample))
     assert chunks and all(isinstance(c, AudioChunk) for c in chunks)
     infos = [c.info for c in chunks]
     assert infos[0].source_start_s == pytest.approx(start_s or 0.0)
@@ -40,6 +40,6 @@ def test_chunk_spans_are_in_the_files_own_time(rate, resample, start_s, end_s):
 @pytest.mark.parametrize("resample", [True, False])
 def test_a_short_segment_decoded_whole_keeps_its_offset(resample):
     item = SourceItem(id="x", uri="/x.wav", data=wav(3.0, 22050), start_s=0.5, end_s=2.5)
-    [chunk] = decode_item(item, chunk_windows=1, max_duration_s=100, resample=resample)
+    [chunk] = load_chunks(item, chunk_windows=1, max_duration_s=100, resample=resample)
     assert (chunk.info.chunk_start_s, chunk.info.source_start_s) == (0.0, 0.5)
     assert chunk.info.source_end_s == pytest.approx(2.5, abs=1e-3)

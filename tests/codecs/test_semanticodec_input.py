@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torchaudio.transforms as T
 
-from pipeline.audio.load import decode_item
+from pipeline.audio.load import load_chunks
 from pipeline.codecs.semanticodec.input import MAX_KERNEL_TAPS, resampler, resampler_kernel_taps
 from pipeline.errors import AudioInputError
 from pipeline.records import AudioChunk, Failure, SourceItem
@@ -42,8 +42,8 @@ def test_a_file_at_such_a_rate_is_its_own_failure_row_and_a_standard_one_is_not(
         sf.write(buffer, np.zeros(rate // 2, np.float32), rate, format="WAV")
         return buffer.getvalue()
 
-    (failure,) = decode_item(SourceItem("odd", "odd.wav", data=wav(44101)), chunk_windows=30, max_duration_s=60)
+    (failure,) = load_chunks(SourceItem("odd", "odd.wav", data=wav(44101)), chunk_windows=30, max_duration_s=60)
     assert isinstance(failure, Failure) and failure.stage == "decode" and not failure.retryable
     assert failure.error_type == "AudioInputError" and "44101 Hz cannot be resampled" in failure.message
-    (chunk,) = decode_item(SourceItem("cd", "cd.wav", data=wav(44100)), chunk_windows=30, max_duration_s=60)
+    (chunk,) = load_chunks(SourceItem("cd", "cd.wav", data=wav(44100)), chunk_windows=30, max_duration_s=60)
     assert isinstance(chunk, AudioChunk) and len(chunk.waveform) == 8000

@@ -98,7 +98,7 @@ def test_encoder_actor_loads_the_spec_it_is_given(small_checkpoint):
 
     import soundfile as sf
 
-    from pipeline.audio.load import decode_item
+    from pipeline.audio.load import load_chunks
     from pipeline.codecs.semanticodec.prepare import prepare_clip
     from pipeline.records import AudioChunk, SourceItem
 
@@ -107,7 +107,7 @@ def test_encoder_actor_loads_the_spec_it_is_given(small_checkpoint):
     codec = SemantiCodec.from_pretrained(str(small_checkpoint), token_rate=100, semantic_vocab_size=4096)
     assert actor.codec.max_batch_windows == 2 and actor.provenance == codec.provenance.to_dict()
     data = flac_bytes(1.5, 3)
-    (chunk,) = decode_item(SourceItem(id="a", uri="mem://a.flac", data=data), chunk_windows=30, max_duration_s=60)
+    (chunk,) = load_chunks(SourceItem(id="a", uri="mem://a.flac", data=data), chunk_windows=30, max_duration_s=60)
     chunk = AudioChunk(chunk.info, prepare_clip(chunk.waveform, codec.variant).samples)
     (encoded,) = batch_to_records(actor(records_to_batch([chunk])))
     wave, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
