@@ -39,7 +39,7 @@ FAULTS = {
         "pipeline.codecs.semanticodec.codec:SemantiCodec.encode_prepared":
             "ImportError: cannot import name '_lstm_cell' from 'torch._C'"}},
     "a TypeError inside a decode task": {"calls": {
-        "pipeline.audio.load:_decode": "TypeError: unsupported operand type(s) for +: 'int' and 'NoneType'"}},
+        "pipeline.audio.load:_chunks": "TypeError: unsupported operand type(s) for +: 'int' and 'NoneType'"}},
 }
 
 

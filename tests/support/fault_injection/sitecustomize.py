@@ -5,7 +5,10 @@ they reach every process the job starts, Ray's workers included:
 
     {"where": "workers" | "driver" | "everywhere",
      "imports": {"soundfile": "OSError: cannot load library ..."},        # importing fails
-     "calls": {"pipeline.audio.load:_decode": "TypeError: ..."}}          # calling fails (os:fsync too)
+     "calls": {"pipeline.audio.load:_chunks": "TypeError: ..."}}          # calling fails (os:fsync too)
+
+A call to patch that names nothing is an error, so a renamed function cannot make a test pass
+without its fault.
 
 A Ray worker is a process whose script is Ray's default_worker.py.
 """
@@ -68,7 +71,10 @@ def _failing(text: str):
 
 def _patch(module, attribute: str, text: str) -> None:
     owner, _, leaf = attribute.rpartition(".")
-    setattr(getattr(module, owner) if owner else module, leaf, _failing(text))
+    holder = getattr(module, owner) if owner else module
+    if not hasattr(holder, leaf):
+        raise AttributeError(f"fault injection: {module.__name__}:{attribute} does not exist")
+    setattr(holder, leaf, _failing(text))
 
 
 if SPEC and _here():
