@@ -23,6 +23,9 @@ _LIBRARY_LOAD = re.compile(r"cannot load library|could not load|undefined symbol
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _FAULT_LINE = re.compile(r"^(?:[\w.]+\.)?Fault: (.+)$", re.MULTILINE)  # a Fault in a remote traceback
 # Exceptions that only a bug raises (ours, or a library's API that differs from the locked one).
+# Ray's errors for a worker process that died running a task (after its retries).
+_WORKER_DEATHS = ("WorkerCrashedError", "OutOfMemoryError", "NodeDiedError", "ActorDiedError", "ActorUnavailableError",
+                  "LocalRayletDiedError")
 _BUG_TYPES = (TypeError, AttributeError, NameError, KeyError, IndexError, AssertionError, NotImplementedError,
               ZeroDivisionError, RecursionError)
 
@@ -98,6 +101,12 @@ def fault_in(error: BaseException) -> Fault | None:
         if getattr(inner, "_actor_init_failed", False):
             lines = [line.strip() for line in _ANSI.sub("", str(inner)).splitlines() if line.strip()]
             return Fault(f"a worker could not start: {lines[-1][:MESSAGE_CHARS] if lines else 'unknown error'}")
+    for inner in chain:
+        if type(inner).__name__ in _WORKER_DEATHS:
+            return Fault(f"a worker process died on each try of the same batch ({type(inner).__name__}: "
+                         f"{brief(inner)}) (likely cause: a native crash in a decoder or the codec on one of "
+                         "the batch's inputs, the out-of-memory killer, or lost nodes; the Ray logs "
+                         "(worker-*.err) show the crash)")
     return None
 
 

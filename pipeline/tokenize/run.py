@@ -39,6 +39,12 @@ ENCODER_RESAMPLED_ROW_FACTOR = 8
 # nothing was committed until then. They are light (Parquet encoding, one PUT per shard); at most this
 # many run at once per encoder actor.
 WRITE_TASKS_PER_ENCODER = 2
+# A decode or write task whose worker process dies (a native crash, the OOM killer, a lost node) is
+# run again this many times, then the run stops with a Fault (pipeline/faults.py). Ray Data's default
+# is without end: an input that crashes its decoder every time would hold the run forever. The
+# encoder actor's batches keep Ray Data's default: while a lost node's actor is restarted elsewhere,
+# each call to it fails at once, which would spend any small count in a second.
+WORKER_DEATH_RETRIES = 3
 
 
 def bound_buffers(context, config: TokenizeConfig, *, encoders: int, batch_rows: int) -> None:
@@ -142,7 +148,7 @@ def _dataset(config: TokenizeConfig, plan: RunPlan, resources: EncoderResources)
                         # Ray's default (a task's worker is reused without limit), stated: Ray Data
                         # fuses a task stage into the actor stage after it when their options are
                         # equal, which would decode inside the encoder actors
-                        max_calls=0)
+                        max_calls=0, max_retries=WORKER_DEATH_RETRIES)
     ds = ds.map_batches(
         EncoderActor,
         fn_constructor_kwargs={"spec": spec, "torch_threads": resources.torch_threads,
@@ -152,7 +158,7 @@ def _dataset(config: TokenizeConfig, plan: RunPlan, resources: EncoderResources)
         num_gpus=resources.gpus_per_actor, num_cpus=resources.cpus_per_actor,
     )
     return ds.map_batches(write_batch, batch_size=config.rows_per_file, batch_format="pyarrow",
-                          num_cpus=0,
+                          num_cpus=0, max_retries=WORKER_DEATH_RETRIES,
                           compute=ray.data.TaskPoolStrategy(size=WRITE_TASKS_PER_ENCODER * resources.max_actors),
                           fn_kwargs={"output": plan.output,
                                      "previous_ref": ray.put(plan.previous) if plan.previous else None})

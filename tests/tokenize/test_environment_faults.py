@@ -106,6 +106,16 @@ def test_the_driver_refuses_a_broken_environment_before_ray_starts(audio, tmp_pa
     assert not (tmp_path / "out" / "tokens").exists() and time.monotonic() - started < 60
 
 
+def test_a_worker_that_dies_on_every_try_stops_the_run_after_its_retries(audio, tmp_path):
+    """A decode that kills its process (a native crash) is retried a few times, not without end;
+    then the run stops in one line and writes no input off."""
+    out = tmp_path / "out"
+    done = tokenize(audio, out, faults={"where": "workers", "calls": {"pipeline.audio.load:_chunks": "signal SIGSEGV"}})
+    line = assert_stopped_in_one_line(done, "a worker process died on each try", "native crash")
+    assert "no input was recorded as failed" in line
+    assert not read_rows(out / FAILURES_DIR) and not read_rows(out / "retryable")
+
+
 def test_a_full_disk_under_the_output_is_one_line_with_the_systems_words(audio, tmp_path):
     out = tmp_path / "out"
     done = tokenize(audio, out, faults={"where": "workers", "calls": {"os:fsync": "OSError: No space left on device"}})

@@ -6,6 +6,7 @@ they reach every process the job starts, Ray's workers included:
     {"where": "workers" | "driver" | "everywhere",
      "imports": {"soundfile": "OSError: cannot load library ..."},        # importing fails
      "calls": {"pipeline.audio.load:_chunks": "TypeError: ..."}}          # calling fails (os:fsync too)
+    ("signal SIGSEGV" as the text: calling kills the process)
 
 A call to patch that names nothing is an error, so a renamed function cannot make a test pass
 without its fault.
@@ -65,6 +66,10 @@ class _Faults(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 def _failing(text: str):
     def fail(*args, **kwargs):
+        if text.startswith("signal "):  # "signal SIGSEGV": the process dies as a native crash kills it
+            import signal
+
+            os.kill(os.getpid(), getattr(signal, text.split()[1]))
         raise _error(text)
     return fail
 
