@@ -134,6 +134,9 @@ def _dataset(config: TokenizeConfig, plan: RunPlan, resources: EncoderResources)
     # A run with fewer batches than write tasks allowed is no mistake (Ray Data says it is, once per run).
     warnings.filterwarnings("ignore", message=r"The maximum number of concurrent tasks for 'MapBatches\(write_batch\)'",
                             category=UserWarning)
+    # `max_retries` has no named parameter in Ray 2.60 (the locked version): it goes through
+    # `**ray_remote_args`, which Ray deprecates for 2.64. Moving to a later Ray must carry the bound over.
+    warnings.filterwarnings("ignore", message=r"`ray_remote_args` is deprecated")
     # A stage's own exception reaches the driver (a Fault, an OutputError), not Ray Data's wrapper.
     ray.data.DataContext.get_current().raise_original_map_exception = True
     skip_ref = ray.put(skip_sets(plan))

@@ -345,7 +345,7 @@ def test_ctrl_c_says_how_many_shards_are_committed_and_how_to_resume(tmp_path):
 
     audio = tmp_path / "audio"
     write_samples(audio, include_bad=False)
-    for copy in range(1, 12):  # enough inputs to still be running when interrupted
+    for copy in range(1, 30):  # enough inputs to still be running when interrupted, on a loaded machine too
         for path in list(audio.glob("*.*")):
             if "_copy" not in path.stem:
                 (audio / f"{path.stem}_copy{copy}{path.suffix}").write_bytes(path.read_bytes())
