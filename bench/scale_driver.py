@@ -132,7 +132,9 @@ class Watch:
         self.started = time.time()
         self.process = subprocess.Popen([sys.executable, __file__, "--driver-only", *argv], stderr=subprocess.PIPE,
                                         stdout=subprocess.DEVNULL, text=True, env=env,
-                                        start_new_session=True)  # its Ray's signals stay in its own group
+                                        start_new_session=True,  # its Ray's signals stay in its own group
+                                        # Ctrl-C's default action even when this bench runs in the background
+                                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.output, self.interrupt_after = output, interrupt_after_commit_s
         self.lines: list[tuple[float, str]] = []
         self.first_commit: float | None = None

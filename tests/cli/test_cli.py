@@ -352,7 +352,10 @@ def test_ctrl_c_says_how_many_shards_are_committed_and_how_to_resume(tmp_path):
     process = subprocess.Popen(
         [sys.executable, f"jobs/{JOB}", "--source", str(audio), "--output", str(tmp_path / "out"), *SYNTHETIC,
          "--rows-per-file", "1"], cwd=REPO, env=without_ray_address(), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+        stderr=subprocess.PIPE, text=True,
+        # Ctrl-C's default action, whatever this process inherited: a shell starts background commands
+        # with SIGINT ignored, and Python then leaves it ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     tokens = tmp_path / "out" / "tokens"
     while time.monotonic() < deadline and not (tokens.is_dir() and any(tokens.glob("part-*.parquet"))):
