@@ -22,10 +22,10 @@ _LIBRARY_LOAD = re.compile(r"cannot load library|could not load|undefined symbol
                            r"|\.so\b|\.so\.\d|\.dylib|\.dll\b|library not loaded|image not found")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _FAULT_LINE = re.compile(r"^(?:[\w.]+\.)?Fault: (.+)$", re.MULTILINE)  # a Fault in a remote traceback
-# Exceptions that only a bug raises (ours, or a library's API that differs from the locked one).
 # Ray's errors for a worker process that died running a task (after its retries).
 _WORKER_DEATHS = ("WorkerCrashedError", "OutOfMemoryError", "NodeDiedError", "ActorDiedError", "ActorUnavailableError",
                   "LocalRayletDiedError")
+# Exceptions that only a bug raises (ours, or a library's API that differs from the locked one).
 _BUG_TYPES = (TypeError, AttributeError, NameError, KeyError, IndexError, AssertionError, NotImplementedError,
               ZeroDivisionError, RecursionError)
 
