@@ -226,29 +226,6 @@ def bench_size(work: Path, rows: int, args) -> dict:
 
 # --- resume start-up on S3 ------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def moto_process():
-    """moto's S3 server in its own process: in-process it would share our GIL, which real S3 does not."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait()
-
-
 def s3_token_shards(client, bucket: str, prefix: str, ids: list[str]) -> None:
     """Token shards as the pipeline writes them (keys in the footer), one token pair per row: a full-size
     corpus would not fit in moto's memory, and resume reads only the footers."""
@@ -289,6 +266,8 @@ def bench_s3_resume(work: Path, keys: int) -> dict:
 
     os.environ.update(S3_ENV)
     manifest = write_manifest(work, keys + 1000, 0)
+    from bench.resume_startup import moto_process  # moto's S3 server in a process of its own
+
     with moto_process() as endpoint:
         client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
         client.create_bucket(Bucket="bench")
