@@ -21,12 +21,14 @@ never rewritten to make them valid: a bad id is the user's to fix, so a listing 
 from __future__ import annotations
 
 import unicodedata
-from collections import Counter
 from collections.abc import Iterable
 from typing import get_args
 
+import pyarrow.compute as pc
+
 from ..errors import ConfigError, SourceError
 from .base import DedupePolicy, WorkUnit
+from .work_list import WorkList
 
 MAX_ID_CHARS = 1024
 ID_RULE_VERSION = 2  # 2: one listing root for every spelling (a single file: its name); tar keys per audio member
@@ -64,34 +66,27 @@ def check_ids(units: Iterable[WorkUnit], where: str) -> None:
                           f"characters without control characters); fix them in the source: " + "; ".join(bad))
 
 
-def find_duplicate_ids(units: Iterable[WorkUnit]) -> dict[str, int]:
+def find_duplicate_ids(work: WorkList) -> dict[str, int]:
     """Ids listed more than once among single-input units → how many times, in first-seen order."""
-    counts = Counter(unit.item.id for unit in units if unit.item is not None)
-    return {id: n for id, n in counts.items() if n > 1}
+    counts = pc.value_counts(work.single_keys())  # (Arrow's hash kernels keep first-seen order)
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1))
+    return dict(zip(repeated.field("values").to_pylist(), repeated.field("counts").to_pylist(), strict=True))
 
 
-def dedupe_units(units: list[WorkUnit], policy: str) -> list[WorkUnit]:
+def dedupe_units(work: WorkList, policy: str) -> WorkList:
     """Apply `--dedupe`: "refuse" raises a SourceError listing the first few duplicate ids,
     "first" keeps the first unit of each id (containers are kept as they are)."""
     if policy not in DEDUPE_POLICIES:
         raise ConfigError(f"unknown dedupe policy {policy!r}: use one of {', '.join(DEDUPE_POLICIES)}")
-    duplicates = find_duplicate_ids(units)
+    duplicates = find_duplicate_ids(work)
     if not duplicates:
-        return list(units)
+        return work
     if policy == "refuse":
         shown = ", ".join(f"{id!r} x{n}" for id, n in list(duplicates.items())[:SHOWN])
         more = f" and {len(duplicates) - SHOWN} more" if len(duplicates) > SHOWN else ""
         raise SourceError(f"{len(duplicates)} id(s) are listed more than once: {shown}{more}; make the ids unique "
                           "or rerun with --dedupe first to keep the first of each")
-    seen: set[str] = set()
-    kept = []
-    for unit in units:
-        if unit.item is not None:
-            if unit.item.id in seen:
-                continue
-            seen.add(unit.item.id)
-        kept.append(unit)
-    return kept
+    return work.keep_first_of_each_key()
 
 
 def later_copies(entries: Iterable[tuple[str, str]]) -> dict[str, str]:

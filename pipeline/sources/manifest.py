@@ -24,9 +24,11 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import itertools
 import json
 import math
 import posixpath
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..errors import SourceError
@@ -50,6 +52,7 @@ LHOTSE_SOURCE_TYPES = ("file", "url")
 LHOTSE_FIELDS = ("sources", "recording", "supervisions", "type", "channel", "channel_ids", "sampling_rate",
                  "num_samples", "features", "custom", "transforms", "recording_id")
 SUPERVISION_FIELDS = ("speaker", "language", "gender")
+COLUMNS_FROM_ROWS = 100  # the first rows, whose columns must name the audio
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".json", ".jsonl.gz", ".json.gz", ".parquet")
 
 
@@ -59,8 +62,9 @@ class BadRow(ValueError):
 
 # --- reading ---------------------------------------------------------------------------------------
 
-def read_rows(fs, path: str) -> list[dict[str, Any]]:
-    """The manifest's rows as dicts of plain Python values (CSV cells as strings, '' as None)."""
+def iter_rows(fs, path: str) -> Iterator[dict[str, Any]]:
+    """The manifest's rows as dicts of plain Python values (CSV cells as strings, '' as None), one at
+    a time: a manifest of millions of rows is never held as dicts."""
     lower = path.lower()
     with fs.open(path, "rb") as handle:
         raw = handle.read()
@@ -68,42 +72,52 @@ def read_rows(fs, path: str) -> list[dict[str, Any]]:
         raw = gzip.decompress(raw)
         lower = lower[:-3]
     if lower.endswith(".parquet"):
-        return _parquet_rows(raw)
+        yield from _parquet_rows(raw)
+        return
     text = raw.decode("utf-8-sig")
+    del raw
     if lower.endswith(".csv"):
-        return [{k: (v if v != "" else None) for k, v in row.items() if k is not None}
-                for row in csv.DictReader(io.StringIO(text, newline=""))]
-    return _json_rows(text)
+        for row in csv.DictReader(io.StringIO(text, newline="")):
+            yield {k: (v if v != "" else None) for k, v in row.items() if k is not None}
+        return
+    yield from _json_rows(text)
 
 
-def _json_rows(text: str) -> list[dict]:
+def _json_rows(text: str) -> Iterator[dict]:
     if text.lstrip().startswith("["):
-        rows = json.loads(text)
-    else:
-        rows = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except ValueError as error:
-                    raise SourceError(f"manifest line {number} is not JSON: {error}") from error
-    bad = next((i for i, row in enumerate(rows, 1) if not isinstance(row, dict)), None)
-    if bad is not None:
-        raise SourceError(f"manifest entry {bad} is not a JSON object: {str(rows[bad - 1])[:80]}")
-    return rows
+        for number, row in enumerate(json.loads(text), 1):
+            yield _json_object(row, number)
+        return
+    entry = 0
+    for number, line in enumerate(io.StringIO(text), 1):  # lines end at \n only: JSON text may hold U+2028
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as error:
+            raise SourceError(f"manifest line {number} is not JSON: {error}") from error
+        entry += 1
+        yield _json_object(row, entry)
 
 
-def _parquet_rows(raw: bytes) -> list[dict]:
+def _json_object(row, entry: int) -> dict:
+    if not isinstance(row, dict):
+        raise SourceError(f"manifest entry {entry} is not a JSON object: {str(row)[:80]}")
+    return row
+
+
+def _parquet_rows(raw: bytes) -> Iterator[dict]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(io.BytesIO(raw))
-    id_col = _first(table.column_names, ID_COLUMNS)
+    manifest = pq.ParquetFile(io.BytesIO(raw))
+    id_col = _first(manifest.schema_arrow.names, ID_COLUMNS)
     if id_col is not None:
-        kind = table.schema.field(id_col).type
+        kind = manifest.schema_arrow.field(id_col).type
         if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)):
             raise SourceError(f"manifest id column {id_col!r} has type {kind}: ids must be strings or integers")
-    return table.to_pylist()
+    for batch in manifest.iter_batches():
+        yield from batch.to_pylist()
 
 
 def split_labels(value) -> list[str] | None:
@@ -226,27 +240,30 @@ class ManifestSource(FilesSource):
     kind = "manifest"
 
     def _list_units(self) -> list[WorkUnit]:
+        return list(self._iter_units())
+
+    def _iter_units(self) -> Iterator[WorkUnit]:
         fs, path = self.filesystem()
-        rows = read_rows(fs, path)
-        if not rows:
+        rows = iter_rows(fs, path)
+        first = list(itertools.islice(rows, COLUMNS_FROM_ROWS))
+        if not first:
             raise SourceError(f"manifest {self.url} lists no audio")
-        columns = set().union(*(row.keys() for row in rows[:100]))
+        columns = set().union(*(row.keys() for row in first))
         if not _first(columns, URI_COLUMNS) and LHOTSE_SOURCES not in columns and "recording" not in columns:
             raise SourceError(f"manifest {self.url} has no audio path column: use one of {', '.join(URI_COLUMNS)} "
                               f"(or Lhotse '{LHOTSE_SOURCES}'); its columns are {sorted(columns)}")
         rule = self.uri_rule(protocol_prefix(fs) + (posixpath.dirname(path) or "/"), what="the manifest's folder")
-        return self._units(rows, rule)
+        return self._units(itertools.chain(first, rows), rule)
 
-    def _units(self, rows: list[dict], rule: UriRule) -> list[WorkUnit]:
+    def _units(self, rows: Iterable[dict], rule: UriRule) -> Iterator[WorkUnit]:
+        """The rows' units as they come; once all are read, a SourceError if any row was unusable."""
         bad, count = [], 0
-        units = []
         for number, row in enumerate(rows, 1):
             try:
-                units.append(single_unit(row_item(row, rule=rule)))
+                yield single_unit(row_item(row, rule=rule))
             except BadRow as error:
                 count += 1
                 if len(bad) < SHOWN:
                     bad.append(f"row {number}: {error}")
         if count:
             raise SourceError(f"manifest {self.url}: {count} unusable row(s), fix them: " + "; ".join(bad))
-        return units

@@ -14,6 +14,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..fsutil import is_local_url, url_to_fs
 from ..output.folder import TMP_DIR
+from ..sources.work_list import WorkList
 from .config import TokenizeConfig
 
 PROBE_TIMEOUT_S = 120.0  # a node starts a worker process for the probe: seconds, more on a busy node
@@ -96,7 +97,7 @@ def missing_here(paths: list[str]) -> list[str]:
 
 
 def check_cluster_paths(config: TokenizeConfig, cluster: ClusterView, gpus_wanted: int, checkpoint: str,
-                        units=()) -> None:
+                        units: WorkList | None = None) -> None:
     """A local path works only if every node that runs the work sees it. Where the work may leave
     the driver's node, a local path is refused unless --shared-fs declares it shared, and then every
     live node must see it: a path that only the driver sees would turn existing inputs into missing
@@ -114,15 +115,14 @@ def check_cluster_paths(config: TokenizeConfig, cluster: ClusterView, gpus_wante
     check_shared_paths(paths, cluster)
 
 
-def node_local_paths(config: TokenizeConfig, checkpoint: str, units=()) -> list[tuple[str, str]]:
+def node_local_paths(config: TokenizeConfig, checkpoint: str, units: WorkList | None = None) -> list[tuple[str, str]]:
     """(what, local path) for each local path that the run's tasks and actors read or write, with
     the first local input the source lists (a remote manifest may list local files; one that the URI
     rule refused already is a failure row, never read)."""
     named = [("--source", config.source), ("--audio-root", config.audio_root), ("--output", config.output),
              ("--checkpoint", checkpoint)]
     found = [(what, url) for what, url in named if url and is_local_url(url)]
-    first_input = next((unit.uri for unit in units if is_local_url(unit.uri)
-                        and not (unit.item is not None and unit.item.failure is not None)), None)
+    first_input = next((uri for uri in units.readable_uris() if is_local_url(uri)), None) if units else None
     if first_input:
         found.append(("the input", first_input))
     return found

@@ -25,6 +25,7 @@ from ..output.folder import FAILURES_DIR, RETRYABLE_DIR, TOKENS_DIR, CommittedKe
 from ..output.identity import codec_identity, run_fingerprint
 from ..output.lease import WriterLease
 from ..output.schema import TOKENS_SCHEMA_VERSION
+from ..sources.work_list import WorkList
 from .config import TokenizeConfig
 from .preflight import preflight
 
@@ -36,7 +37,7 @@ class RunPlan:
     """What a run will do. `units` empty: nothing is left to read."""
 
     source: object
-    units: list  # the WorkUnits left to read (inputs already complete left out)
+    units: WorkList  # the units left to read (inputs already complete left out), as columns
     checkpoint: str  # resolved: a folder, a URL, hf://repo@commit
     synthetic: bool
     output: OutputFolder
@@ -59,7 +60,7 @@ class RunPlan:
     @property
     def total_inputs(self) -> int | None:
         """Inputs left to read, when known before reading (no containers, no --limit over them)."""
-        return len(self.units) if self.limit_ids is None and all(u.item is not None for u in self.units) else None
+        return len(self.units) if self.limit_ids is None and not self.units.containers else None
 
     def start(self) -> None:
         """The run's first writes, once the cluster's checks passed: the output cleared (--overwrite),
@@ -125,15 +126,15 @@ def _plan(config: TokenizeConfig, resolved, output: OutputFolder, lease: WriterL
         keys.retry(retried)
         previous.update((row["id"], row["shard"]) for row in retried)
         log.info("retrying %d recorded failures (%s)", len(retried), config.retry_failures or "all")
-    units, limit_ids = list(resolved.units), None
+    units, limit_ids = resolved.units, None
     if config.limit is not None:
-        if all(u.item is not None for u in units):
-            units = units[: config.limit]
+        if not units.containers:
+            units = units.head(config.limit)
         else:
             limit_ids = _first_ids(resolved.source, units, config.limit)
     complete = keys.complete_ids()
     partial = keys.partial_ids(complete)
-    units = [u for u in units if u.item is None or u.item.id not in complete]
+    units = units.without_keys(complete)
     return RunPlan(resolved.source, units, resolved.checkpoint, resolved.synthetic, output, lease, keys,
                    complete, partial, previous, limit_ids, resumed, config.overwrite)
 
@@ -170,7 +171,7 @@ def check_same_weights(expected_identity: dict, checkpoint: str, config, storage
             "resuming would mix two corpora. Use the original --checkpoint, another --output, or --overwrite")
 
 
-def _first_ids(source, units, limit: int) -> set[str]:
+def _first_ids(source, units: WorkList, limit: int) -> set[str]:
     """For sources whose ids are only known after reading (tar, Parquet): the first `limit` ids."""
     ids: list[str] = []
     for unit in units:

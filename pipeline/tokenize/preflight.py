@@ -100,7 +100,7 @@ def open_config_source(config: TokenizeConfig, storage_options: dict) -> tuple[o
                          split=source_split(config), storage_options=storage_options,
                          read_retries=config.read_retries, missing_inputs=config.missing_inputs,
                          dedupe=config.dedupe, allow_uri_prefixes=config.allow_uri_prefix or ())
-    return source, dedupe_units(source.list_units(), config.dedupe)
+    return source, dedupe_units(source.work_list(), config.dedupe)
 
 
 def source_split(config) -> str | None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import time
 import warnings
 
@@ -45,6 +44,7 @@ WRITE_TASKS_PER_ENCODER = 2
 # encoder actor's batches keep Ray Data's default: while a lost node's actor is restarted elsewhere,
 # each call to it fails at once, which would spend any small count in a second.
 WORKER_DEATH_RETRIES = 3
+MAX_WORK_BLOCKS = 1000  # the work list's blocks (each read+decode task takes one unit of a block at a time)
 
 
 def bound_buffers(context, config: TokenizeConfig, *, encoders: int, batch_rows: int) -> None:
@@ -101,8 +101,8 @@ def void_read_through_containers(plan: RunPlan) -> None:
     after its last member) that this run read through without a new row of it or of its inputs (all
     of them were complete) is accounted for: its old row, which nothing superseded, goes too (else
     every rerun would report it retryable again)."""
-    for unit in plan.units:
-        shard = plan.previous.get(unit.key) if unit.is_container else None
+    for unit in plan.units.container_units():
+        shard = plan.previous.get(unit.key)
         if shard is not None and plan.keys.still_counted(shard, unit.key):
             log.info("%s was read through with nothing left to commit: its earlier row in %s goes", unit.key, shard)
             plan.keys.void_row(shard, unit.key)
@@ -113,7 +113,7 @@ def skip_sets(plan: RunPlan) -> tuple[set, set, set]:
     ids), and no more: single inputs already complete are left out of the units, so the complete ids
     are sent only when containers are read (their inputs are known once read), and the committed
     chunks only of the partial inputs."""
-    complete = plan.complete if any(u.is_container for u in plan.units) else set()
+    complete = plan.complete if plan.units.containers else set()
     return complete, {key for key in plan.keys.chunks if key[0] in plan.partial}, plan.partial
 
 
@@ -140,9 +140,7 @@ def _dataset(config: TokenizeConfig, plan: RunPlan, resources: EncoderResources)
     # A stage's own exception reaches the driver (a Fault, an OutputError), not Ray Data's wrapper.
     ray.data.DataContext.get_current().raise_original_map_exception = True
     skip_ref = ray.put(skip_sets(plan))
-    # units travel pickled: an Arrow column of bytes, not Python objects Arrow cannot type
-    units = plan.units
-    ds = ray.data.from_items([{"unit": pickle.dumps(u)} for u in units], override_num_blocks=min(len(units), 1000))
+    ds = ray.data.from_arrow(plan.units.blocks(MAX_WORK_BLOCKS))
     bound_buffers(ds.context, config, encoders=resources.max_actors, batch_rows=batch_rows)
     ds = ds.map_batches(ReadDecode(plan.source, variant, skip_ref, chunk_windows=config.chunk_windows,
                                    max_duration_s=config.max_duration_s, limit_ids=plan.limit_ids,

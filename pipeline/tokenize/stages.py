@@ -15,7 +15,6 @@ import functools
 import json
 import logging
 import os
-import pickle
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -25,6 +24,7 @@ from .. import __version__
 from ..errors import UserError
 from ..faults import Fault, brief
 from ..records import AudioChunk, Failure
+from ..sources.work_list import table_units
 from .batch import batch_to_records, records_to_batch
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def check_worker_libraries() -> None:
 # --- read + decode (CPU tasks) -------------------------------------------------------------------
 
 class ReadDecode:
-    """`ds.map_batches(ReadDecode(...), batch_format="pyarrow")`: work units (pickled, column `unit`)
+    """`ds.map_batches(ReadDecode(...), batch_format="pyarrow")`: work units (rows of a `WorkList`)
     → their chunks (prepared for the encoder) and failures, one single-row table each.
 
     Inputs already complete are skipped, and chunks already committed are dropped (resume)."""
@@ -62,8 +62,8 @@ class ReadDecode:
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         try:
             check_worker_libraries()
-            for unit in batch.column("unit").to_pylist():
-                yield from self._read_decode(pickle.loads(unit))
+            for unit in table_units(batch):
+                yield from self._read_decode(unit)
         except (Fault, UserError):
             raise
         except Exception as error:  # not an input's: the decoders' content errors became rows

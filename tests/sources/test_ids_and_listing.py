@@ -204,7 +204,7 @@ def test_parquet_duplicate_ids_are_failures_naming_both_places_across_files(tmp_
     folder.mkdir()
     pq.write_table(hf_rows(["a", "b", "a"]), folder / "0.parquet", row_group_size=2)
     pq.write_table(hf_rows(["c", "b"]), folder / "1.parquet")
-    units = dedupe_units(HFParquetSource(str(folder)).list_units(), "refuse")  # containers: no refusal at listing
+    units = dedupe_units(HFParquetSource(str(folder)).work_list(), "refuse")  # containers: no refusal at listing
     source = HFParquetSource(str(folder))
     items = [item for unit in units for item in source.read_unit(unit)]
     assert [i.id for i in items if i.failure is None] == ["a", "b", "c"]

@@ -22,6 +22,7 @@ from pipeline.sources import (
     HFParquetSource,
     ManifestSource,
     TarSource,
+    WorkList,
     WorkUnit,
     dedupe_units,
     find_duplicate_ids,
@@ -198,14 +199,14 @@ def test_invalid_ids_inside_a_parquet_file_fail_under_their_row_position(tmp_pat
 
 def test_duplicate_ids_are_found_refused_or_kept_first(tmp_path):
     (tmp_path / "m.csv").write_text("id,uri\na,x.wav\nb,y.wav\na,z.wav\nc,w.wav\nb,v.wav\na,u.wav\n")
-    units = open_source(str(tmp_path / "m.csv")).list_units()
+    units = open_source(str(tmp_path / "m.csv")).work_list()
     assert find_duplicate_ids(units) == {"a": 3, "b": 2}
     with pytest.raises(SourceError, match=r"2 id\(s\) are listed more than once: 'a' x3, 'b' x2.*--dedupe first"):
         dedupe_units(units, "refuse")
     kept = dedupe_units(units, "first")
     assert [(u.key, u.uri.rsplit("/", 1)[-1]) for u in kept] == [("a", "x.wav"), ("b", "y.wav"), ("c", "w.wav")]
-    containers = [WorkUnit("s.tar", "/s.tar"), WorkUnit("s.tar", "/s.tar")]
-    assert dedupe_units(containers, "refuse") == containers
+    containers = WorkList.from_units([WorkUnit("s.tar", "/s.tar"), WorkUnit("s.tar", "/s.tar")])
+    assert list(dedupe_units(containers, "refuse")) == list(containers)
     with pytest.raises(ConfigError):
         dedupe_units(units, "last")
 

@@ -5,10 +5,8 @@ device errors, partial inputs, windows per pass."""
 from __future__ import annotations
 
 import io
-import pickle
 
 import boto3
-import pyarrow as pa
 import pytest
 
 from pipeline.errors import OutputError
@@ -16,6 +14,8 @@ from pipeline.output.folder import RETRYABLE_DIR, OutputFolder
 from pipeline.output.lease import WriterLease
 from pipeline.output.shards import write_records
 from pipeline.records import AudioChunk, Failure, SourceItem
+from pipeline.sources.base import WorkUnit
+from pipeline.sources.work_list import units_table
 from pipeline.tokenize.config import TokenizeConfig
 from pipeline.tokenize.stages import ReadDecode
 from tests.support.audio import flac_bytes, write_flac_clips
@@ -154,7 +154,7 @@ def test_a_partly_committed_input_that_now_fails_stays_retryable():
 
     skip = (set(), {("long.flac", 0)}, {"long.flac"})
     stage = ReadDecode(_FailingSource(), SemantiCodecVariant(100, 4096), skip, chunk_windows=2, max_duration_s=3600)
-    tables = list(stage(pa.table({"unit": [pickle.dumps(None)]})))
+    tables = list(stage(units_table([WorkUnit("long.flac", "long.flac")])))
     records = {r.id: r for table in tables for r in batch_to_records(table)}
     assert isinstance(records["long.flac"], Failure) and records["long.flac"].retryable
     assert "already committed" in records["long.flac"].message

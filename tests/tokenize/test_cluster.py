@@ -9,7 +9,7 @@ import os
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.sources import WorkUnit
+from pipeline.sources import WorkList, WorkUnit
 from pipeline.tokenize import cluster as C
 from pipeline.tokenize.cluster import ClusterView, RayNode, check_cluster_paths
 from pipeline.tokenize.config import TokenizeConfig
@@ -50,7 +50,7 @@ def test_local_paths_are_refused_where_the_work_leaves_the_driver():
 
 
 def test_a_remote_manifest_listing_local_files_is_refused_too():
-    units = [WorkUnit("a", "s3://b/a.flac"), WorkUnit("b", "/mnt/clips/b.flac")]
+    units = WorkList.from_units([WorkUnit("a", "s3://b/a.flac"), WorkUnit("b", "/mnt/clips/b.flac")])
     config = TokenizeConfig(source="s3://b/list.csv", output="s3://b/tokens")
     assert refusal(config, view(2, 2), units=units).startswith(
         "the input /mnt/clips/b.flac is a local path, but this Ray cluster has 2 nodes")

@@ -98,15 +98,15 @@ class _Folder:
 
 
 def decoded_rows(source, **settings) -> list:
-    import pickle
-
     from pipeline.codecs.semanticodec.variants import SemantiCodecVariant
+    from pipeline.sources.base import WorkUnit
+    from pipeline.sources.work_list import units_table
     from pipeline.tokenize.batch import batch_to_records
     from pipeline.tokenize.stages import ReadDecode
 
     stage = ReadDecode(source, SemantiCodecVariant(100, 4096), (set(), set(), set()), chunk_windows=1,
                        max_duration_s=3600, **settings)
-    return [r for table in stage(pa.table({"unit": [pickle.dumps(None)]})) for r in batch_to_records(table)]
+    return [r for table in stage(units_table([WorkUnit("unit", "unit")])) for r in batch_to_records(table)]
 
 
 def cut_flac(seconds: float) -> bytes:
