@@ -60,7 +60,8 @@ def main() -> None:
     import numpy as np
     import pyarrow.parquet as pq
 
-    from pipeline.output.folder import KEYS_KEY, OutputFolder, _keys_summary, tokens_table
+    from pipeline.output.folder import KEYS_KEY, OutputFolder, tokens_table
+    from pipeline.output.summary import footer_keys
     from tests.support.s3 import S3_ENV
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
@@ -78,7 +79,7 @@ def main() -> None:
                      "acoustic": np.zeros(1, np.uint16), "labels": ["/m/09x0r"], "human_labels": None}
                     for i in range(per_shard)]
             table = tokens_table(rows)
-            footer = {**table.schema.metadata, KEYS_KEY.encode(): json.dumps(_keys_summary(table)).encode()}
+            footer = {**table.schema.metadata, KEYS_KEY.encode(): json.dumps(footer_keys(table)).encode()}
             buffer = io.BytesIO()  # as OutputFolder.write_shard writes it: keys and counts in the footer
             pq.write_table(table.replace_schema_metadata(footer), buffer, compression="zstd")
             client.put_object(Bucket="bench", Key=f"run/tokens/part-{shard:08x}.parquet", Body=buffer.getvalue())

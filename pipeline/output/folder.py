@@ -36,9 +36,8 @@ import io
 import json
 import os
 import uuid
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import pyarrow as pa
@@ -49,7 +48,7 @@ from ..errors import OutputError
 from ..fsutil import is_local_fs, url_to_fs
 from .identity import ID_RULE_KEY, LEGACY_ID_RULE
 from .schema import FAILURES_SCHEMA_VERSION, TOKENS_SCHEMA_VERSION, arrow_schema
-from .summary import ShardSummary
+from .summary import ShardSummary, footer_keys
 from .supersede import declared_void, relative_shard
 
 TOKENS_DIR = "tokens"
@@ -204,33 +203,20 @@ class OutputFolder:
         fs = self.fs
         keys = CommittedKeys()
         listings = {kind: self._listing(kind) for kind in (TOKENS_DIR, FAILURES_DIR, RETRYABLE_DIR)}
-        keys.token_files, keys.failure_files = len(listings[TOKENS_DIR]), len(listings[FAILURES_DIR])
         with ThreadPoolExecutor(max_workers=threads) as pool:
             read = {kind: _footers(pool, fs, kind, entries) for kind, entries in listings.items()}
-        keys.void = declared_void({shard: summary.get("supersedes") or {} for shards in read.values()
-                                   for shard, summary in shards},
-                                  {shard: summary["ids"] for kind in (FAILURES_DIR, RETRYABLE_DIR)
-                                   for shard, summary in read[kind]})
-        for _, summary in read[TOKENS_DIR]:
-            for key, chunk, total in summary["keys"]:
-                keys.chunks.add((key, chunk))
-                keys.num_chunks[key] = total
-            keys.token_rows += len(summary["keys"])
-            keys.token_pairs += summary["token_pairs"]
-            keys.audio_s += summary["audio_s"]
-            if keys.provenance is None and summary.get("provenance"):
-                keys.provenance = summary["provenance"]
-        for shard, summary in read[FAILURES_DIR]:
-            void = keys.void.get(shard, set())
-            keys.failed.update(key for key in summary["ids"] if key not in void)
-            types = summary["error_types"] if not void else Counter(
-                kind for key, kind in zip(summary["ids"], self._error_types(shard, summary), strict=True)
-                if key not in void)
-            for kind, count in types.items():
-                keys.failure_types[kind] = keys.failure_types.get(kind, 0) + count
-        for shard, summary in read[RETRYABLE_DIR]:
-            void = keys.void.get(shard, set())
-            keys.retryable.update((key, shard) for key in summary["ids"] if key not in void)
+        void = declared_void({shard: footer.get("supersedes") or {} for footers in read.values()
+                              for shard, footer in footers},
+                             {shard: footer["ids"] for kind in (FAILURES_DIR, RETRYABLE_DIR)
+                              for shard, footer in read[kind]})
+        for kind, footers in read.items():
+            for shard, footer in footers:
+                gone = void.get(shard, set())
+                summary = ShardSummary.from_footer(kind, shard, footer, gone,
+                                                   self._error_types(shard, footer) if gone else None)
+                keys.add_summary(replace(summary, superseded={}))  # the declarations are applied: `void`
+        keys.void = void
+        keys.token_files, keys.failure_files = len(listings[TOKENS_DIR]), len(listings[FAILURES_DIR])
         return keys
 
     def _error_types(self, shard: str, summary: dict) -> list[str]:
@@ -413,7 +399,7 @@ class OutputFolder:
 
 def _parquet_bytes(table: pa.Table, metadata: dict, supersedes: dict[str, list[str]] | None) -> bytes:
     """The shard file: `table` with its footer (`metadata`, plus its keys and `supersedes`)."""
-    keys = _keys_summary(table)
+    keys = footer_keys(table)
     if supersedes:
         keys["supersedes"] = supersedes
     metadata = {**metadata, KEYS_KEY.encode(): json.dumps(keys, ensure_ascii=False).encode()}
@@ -425,18 +411,6 @@ def _parquet_bytes(table: pa.Table, metadata: dict, supersedes: dict[str, list[s
 def _os_words(error: OSError) -> str:
     """The system's own words for an OS error ("No space left on device")."""
     return error.strerror or str(error) or type(error).__name__
-
-
-def _keys_summary(table: pa.Table) -> dict:
-    if "chunk_index" in table.column_names:  # a tokens shard
-        return {
-            "keys": [list(k) for k in zip(*(table[c].to_pylist() for c in ("id", "chunk_index", "num_chunks")),
-                                          strict=True)],
-            "token_pairs": int(pa.compute.sum(table["num_frames"]).as_py() or 0),
-            "audio_s": float(pa.compute.sum(table["duration_s"]).as_py() or 0.0),
-        }
-    types = table["error_type"].to_pylist()
-    return {"ids": table["id"].to_pylist(), "error_types": dict(Counter(types)), "types": types}
 
 
 def _footers(pool, fs, kind: str, entries: list[tuple[str, int]]) -> list[tuple[str, dict]]:
@@ -462,10 +436,10 @@ def _shard_keys(fs, path: str, size: int, *, tokens: bool) -> dict:
     if KEYS_KEY.encode() in metadata:
         summary = json.loads(metadata[KEYS_KEY.encode()])
     elif tokens:  # a shard written before footers carried keys
-        summary = _keys_summary(pq.read_table(path, columns=["id", "chunk_index", "num_chunks", "num_frames",
+        summary = footer_keys(pq.read_table(path, columns=["id", "chunk_index", "num_chunks", "num_frames",
                                                             "duration_s"], filesystem=fs))
     else:
-        summary = _keys_summary(pq.read_table(path, columns=["id", "error_type"], filesystem=fs))
+        summary = footer_keys(pq.read_table(path, columns=["id", "error_type"], filesystem=fs))
     if tokens and PROVENANCE_KEY.encode() in metadata:
         summary["provenance"] = json.loads(metadata[PROVENANCE_KEY.encode()])
     return summary

@@ -4,13 +4,21 @@ The writer fills it (`shards.write_records`, then the write stage adds the encod
 Data carries it as one row (`to_row`/`from_row`: the only place it is encoded, mappings as JSON
 text), and the driver adds summaries up (`+`, as datatrove's `Stats`) for the run's record and folds
 their keys into the output's `CommittedKeys`.
+
+A committed shard's footer holds the same facts (`footer_keys` writes them, `from_footer` reads them
+back as the shard's summary), so resuming an output folds its shards exactly as a run folds its
+write tasks' summaries.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field, fields, replace
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 # fields Ray Data carries as JSON text (its rows hold scalars and strings)
 _JSON_FIELDS = ("failure_types", "retryable_types", "dtype_per_component", "provenance",
@@ -40,6 +48,29 @@ class ShardSummary:
     failed_ids: list = field(default_factory=list)
     retryable_ids: list = field(default_factory=list)  # [id, the retryable/ shard holding its row]
     superseded: dict = field(default_factory=dict)  # shard -> the ids of its rows that new rows superseded
+
+    @classmethod
+    def from_footer(cls, kind: str, shard: str, footer: dict, void: Collection[str] = (),
+                    row_types: list[str] | None = None) -> ShardSummary:
+        """The summary of the committed shard `shard` (`kind`: tokens, failures or retryable) from its
+        footer's keys (`footer_keys`, plus `provenance` for tokens), without the rows `void` names
+        (superseded; `row_types`: each row's error type, needed then if the footer lacks them)."""
+        declared = {target: list(ids) for target, ids in (footer.get("supersedes") or {}).items()}
+        if kind == "tokens":
+            keys = footer["keys"]
+            return cls(token_rows=len(keys), token_pairs=footer["token_pairs"], audio_s=footer["audio_s"], shards=1,
+                       provenance=footer.get("provenance") or {}, token_keys=keys, superseded=declared)
+        ids = footer["ids"]
+        if void:
+            kept = [(key, kind_) for key, kind_ in zip(ids, row_types or footer["types"], strict=True)
+                    if key not in void]
+            ids, types = [key for key, _ in kept], Counter(kind_ for _, kind_ in kept)
+        else:
+            types = Counter(footer["error_types"])
+        if kind == "failures":
+            return cls(failed=len(ids), failure_types=types, failed_ids=ids, shards=1, superseded=declared)
+        return cls(retryable=len(ids), retryable_types=types, retryable_ids=[[key, shard] for key in ids], shards=1,
+                   superseded=declared)
 
     @property
     def rows(self) -> int:
@@ -78,3 +109,18 @@ class ShardSummary:
             else:  # Ray may hand NumPy scalars back
                 values[f.name] = float(value) if f.name == "audio_s" else int(value)
         return cls(**values)
+
+
+def footer_keys(table: pa.Table) -> dict:
+    """What a shard's footer says of its rows (read back by `ShardSummary.from_footer`): a tokens
+    shard's keys `[id, chunk_index, num_chunks]`, token pairs and audio seconds; a failure shard's
+    ids, their error types in order, and the count of each."""
+    if "chunk_index" in table.column_names:  # a tokens shard
+        return {
+            "keys": [list(k) for k in zip(*(table[c].to_pylist() for c in ("id", "chunk_index", "num_chunks")),
+                                          strict=True)],
+            "token_pairs": int(pc.sum(table["num_frames"]).as_py() or 0),
+            "audio_s": float(pc.sum(table["duration_s"]).as_py() or 0.0),
+        }
+    types = table["error_type"].to_pylist()
+    return {"ids": table["id"].to_pylist(), "error_types": dict(Counter(types)), "types": types}

@@ -69,3 +69,31 @@ def test_run_settings_in_footers_of_earlier_outputs_stay_out_of_the_manifests_co
                                     wall_time_s=1.0, resumed=True)
     assert manifest["codec"] == codec
     assert manifest["run"]["batch_size"] == 8 and manifest["counts"]["tokenized"] == 1
+
+
+def test_each_shards_footer_reads_back_as_the_summary_its_write_reported(tmp_path):
+    import json
+    from dataclasses import replace
+
+    import pyarrow.parquet as pq
+
+    from pipeline.output.folder import KEYS_KEY, PROVENANCE_KEY
+
+    output = OutputFolder(str(tmp_path))
+    summary = write_records(output, [encoded("a"), encoded("long", 0, 2),
+                                     Failure("bad", "/bad", "decode", "AudioDecodeError", "corrupt"),
+                                     Failure("gone", "/gone", STAGE_READ, "FileNotFoundError", "no", retryable=True)],
+                            {"variant": "v"}, previous={"bad": "retryable/part-old.parquet"})
+    total = ShardSummary()
+    for path in sorted(tmp_path.glob("*/part-*.parquet")):
+        metadata = pq.read_metadata(path).metadata
+        footer = json.loads(metadata[KEYS_KEY.encode()])
+        if PROVENANCE_KEY.encode() in metadata:
+            footer["provenance"] = json.loads(metadata[PROVENANCE_KEY.encode()])
+        total += ShardSummary.from_footer(path.parent.name, f"{path.parent.name}/{path.name}", footer)
+    assert replace(total, inputs_done=summary.inputs_done) == summary  # progress is the one fact footers lack
+    assert total.superseded == {"retryable/part-old.parquet": ["bad"]}
+    (failures,) = tmp_path.glob("failures/part-*.parquet")
+    footer = json.loads(pq.read_metadata(failures).metadata[KEYS_KEY.encode()])
+    kept = ShardSummary.from_footer("failures", f"failures/{failures.name}", footer, void={"bad"})
+    assert (kept.failed, kept.failed_ids, kept.failure_types) == (0, [], Counter())
