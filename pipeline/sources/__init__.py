@@ -10,7 +10,7 @@ from .base import AUDIO_EXTENSIONS, DEFAULT_READ_RETRIES, Source, WorkUnit, user
 from .files import FilesSource
 from .hf_parquet import HF_DATASETS_PREFIX, HFParquetSource, is_hf_audio_parquet
 from .ids import ID_RULE_VERSION, MAX_ID_CHARS, dedupe_units, find_duplicate_ids, id_problem
-from .listing import has_glob, list_files, protocol_prefix
+from .listing import find_files, has_glob, list_files, protocol_prefix
 from .manifest import MANIFEST_SUFFIXES, ManifestSource
 from .tar import TarSource
 from .uri_rule import UriOutsideRule, UriRule, allowed_locations
@@ -60,15 +60,30 @@ def _detect(url: str, *, audio_root, class_labels, split, common) -> Source:
     from ..fsutil import url_to_fs
 
     fs, path = url_to_fs(url, common["storage_options"])
-    lower = path.lower()
     if has_glob(path):
         matches = list_files(url, common["storage_options"], keep=lambda _: True).paths
         if not matches:
             raise SourceError(f"source {url} matches no files")
-    elif not fs.exists(path):
+        return _with_listing(_kind_of(url, fs, path, matches, audio_root, class_labels, split, common), matches)
+    if not fs.exists(path):
         raise SourceError(f"source {url} does not exist")
-    elif protocol_prefix(fs) == "" and not os.access(path, os.R_OK):
+    if protocol_prefix(fs) == "" and not os.access(path, os.R_OK):
         raise SourceError(f"source {url} cannot be read: permission denied")
+    files = None if fs.isfile(path) else find_files(fs, path.rstrip("/") or "/")
+    return _with_listing(_kind_of(url, fs, path, files, audio_root, class_labels, split, common), files)
+
+
+def _with_listing(source: Source, found: list[str] | None) -> Source:
+    """The source, holding the files found while telling its kind for its own listing (one pass)."""
+    if found is not None:
+        source.remember_listing(found)
+    return source
+
+
+def _kind_of(url: str, fs, path: str, files: list[str] | None, audio_root, class_labels, split, common) -> Source:
+    """The source for `url`: from its name, else from the files it holds (`files`: a folder's, or a
+    glob's matches; None for a single file)."""
+    lower = path.lower()
     if lower.endswith(".tar"):
         return TarSource(url, **common)
     if lower.endswith(".csv") and (audio_root or _looks_like_audioset_csv(fs, path)):
@@ -76,13 +91,12 @@ def _detect(url: str, *, audio_root, class_labels, split, common) -> Source:
     if lower.endswith(MANIFEST_SUFFIXES) and not lower.endswith(".parquet"):
         return ManifestSource(url, **common)
     if lower.endswith(".parquet"):
-        first = matches[0] if has_glob(path) else path
+        first = files[0] if has_glob(path) else path
         if _is_hf_parquet(fs, first):
             return HFParquetSource(url, split=split, **common)
         return ManifestSource(url, **common)
     if lower.endswith(AUDIO_EXTENSIONS) and not has_glob(path):
         return FilesSource(url, **common)
-    files = matches if has_glob(path) else fs.find(path)
     if not files:
         raise SourceError(f"source {url} is an empty folder")
     if any(f.lower().endswith(AUDIO_EXTENSIONS) for f in files):

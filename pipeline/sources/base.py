@@ -85,6 +85,20 @@ class Source:
         with user_errors(self.url):
             return list(self._iter_units())
 
+    def remember_listing(self, found: list[str]) -> None:
+        """The files `open_source` found at the source's URL while telling its kind: its listing uses
+        them instead of a second pass over the store (once; they never travel to Ray tasks)."""
+        self._found = found
+
+    def found_files(self) -> list[str] | None:
+        """The files `remember_listing` kept, handed over once."""
+        return self.__dict__.pop("_found", None)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_found", None)
+        return state
+
     def work_list(self):
         """`list_units` as columns (`work_list.WorkList`), built as the listing goes: what a run's
         driver holds (about the bytes of the ids and URIs, where objects cost a kilobyte each)."""

@@ -20,7 +20,8 @@ class FilesSource(Source):
     kind = "files"
 
     def _list_units(self) -> list[WorkUnit]:
-        listing = list_files(self.url, self.storage_options, keep=is_audio)
+        listing = list_files(self.url, self.storage_options, keep=is_audio,
+                             found=self.found_files())
         units = [single_unit(SourceItem(id=listing.id_of(p), uri=listing.uri_of(p))) for p in listing.paths]
         check_ids(units, f"file names under {self.url}")
         return units

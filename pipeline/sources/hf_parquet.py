@@ -102,7 +102,8 @@ class HFParquetSource(Source):
     kind = "hf_parquet"
 
     def _list_units(self) -> list[WorkUnit]:
-        listing = list_files(self.url, self.storage_options, keep=lambda p: p.endswith(".parquet"))
+        listing = list_files(self.url, self.storage_options, keep=lambda p: p.endswith(".parquet"),
+                             found=self.found_files())
         files = listing.paths
         if self.split:
             files = [f for f in files if f"/{self.split}/" in f or posixpath.basename(f).startswith(self.split)]

@@ -10,12 +10,16 @@ However the source is spelled, the same files get the same root:
 
 A glob's expansion grows exponentially with its `**` segments (twelve took 83 s), so a pattern with
 more than `MAX_RECURSIVE_WILDCARDS` of them is refused in one line before fsspec sees it.
+
+A folder's subfolders are listed in parallel (`find_files`): an object store lists a prefix one page
+of 1,000 keys after another, so one flat listing of millions of keys takes minutes.
 """
 
 from __future__ import annotations
 
 import posixpath
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..errors import SourceError
@@ -23,6 +27,7 @@ from ..fsutil import fs_protocol, is_local_fs
 
 GLOB_CHARS = "*?["
 MAX_RECURSIVE_WILDCARDS = 2  # `**` segments in one pattern
+LIST_THREADS = 16  # subfolders listed at once
 
 
 @dataclass(frozen=True)
@@ -69,17 +74,42 @@ def protocol_prefix(fs) -> str:
     return "" if is_local_fs(fs) else f"{fs_protocol(fs)}://"
 
 
-def list_files(url: str, storage_options: dict | None, keep: Callable[[str], bool]) -> Listing:
+def list_files(url: str, storage_options: dict | None, keep: Callable[[str], bool],
+               found: list[str] | None = None) -> Listing:
     """The root and files of `url`: in a folder, the files `keep` accepts; for a glob, every file it
-    matches; a single file itself. No match is an empty list (the caller says what it needed)."""
+    matches; a single file itself. No match is an empty list (the caller says what it needed).
+    `found`: the folder's files or the glob's matches, when already listed (`open_source` lists a
+    folder to tell its kind)."""
     fs, path, root, kind = _locate(url, storage_options)
     prefix = protocol_prefix(fs)
     if kind == "glob":
-        matches = fs.glob(path, detail=True)
-        return Listing(fs, root, sorted(p for p, info in matches.items() if info.get("type") != "directory"), prefix)
+        return Listing(fs, root, sorted(found if found is not None else glob_files(fs, path)), prefix)
     if kind == "file":
         return Listing(fs, root, [path], prefix)
-    return Listing(fs, root, sorted(p for p in fs.find(root) if keep(p)), prefix)
+    return Listing(fs, root, sorted(p for p in (found if found is not None else find_files(fs, root)) if keep(p)),
+                   prefix)
+
+
+def glob_files(fs, pattern: str) -> list[str]:
+    """The files (not folders) a glob matches."""
+    return [p for p, info in fs.glob(pattern, detail=True).items() if info.get("type") != "directory"]
+
+
+def find_files(fs, root: str, threads: int = LIST_THREADS) -> list[str]:
+    """Every file under the folder `root`, as `fs.find` gives them (unsorted), its subfolders listed
+    in parallel."""
+    try:
+        entries = fs.ls(root, detail=True)
+    except FileNotFoundError:
+        return []
+    folders = [entry["name"] for entry in entries if entry.get("type") == "directory"]
+    if len(folders) < 2:  # nothing to share out
+        return fs.find(root)
+    files = [entry["name"] for entry in entries if entry.get("type") != "directory"]
+    with ThreadPoolExecutor(min(threads, len(folders))) as pool:
+        for found in pool.map(fs.find, folders):
+            files.extend(found)
+    return files
 
 
 def listing_root(url: str, storage_options: dict | None) -> str:

@@ -40,7 +40,8 @@ class TarSource(Source):
     kind = "tar"
 
     def _list_units(self) -> list[WorkUnit]:
-        listing = list_files(self.url, self.storage_options, keep=lambda p: p.endswith(".tar"))
+        listing = list_files(self.url, self.storage_options, keep=lambda p: p.endswith(".tar"),
+                             found=self.found_files())
         return [WorkUnit(key=listing.id_of(p), uri=listing.uri_of(p)) for p in listing.paths]
 
     def read_unit(self, unit: WorkUnit) -> Iterator[SourceItem]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import subprocess
 import sys
 import tarfile
@@ -303,3 +304,27 @@ def test_a_huge_parquet_value_is_refused_before_it_is_materialised(tmp_path, lay
         assert set(by_id) == {"r0", "huge", "r2"} and {e for e, _ in by_id.values()} == {"AudioValueTooLarge"}
     assert result["grown_mb"] < 80, result  # the value alone is 200 MB; read whole, the peak grows by ~1 GB
     os.remove(path)
+
+
+# --- a folder is listed once, its subfolders in parallel ---------------------------------------------
+
+def test_a_folder_is_listed_once_while_telling_its_kind_and_its_subfolders_in_parallel(tmp_path, monkeypatch):
+    import fsspec.implementations.local as local
+
+    from pipeline.sources.listing import find_files
+
+    for sub in ("a", "b", "c/d"):
+        (tmp_path / "audio" / sub).mkdir(parents=True)
+        (tmp_path / "audio" / sub / "x.wav").write_bytes(wav_bytes())
+    (tmp_path / "audio" / "top.flac").write_bytes(wav_bytes())
+    fs = local.LocalFileSystem()
+    assert sorted(find_files(fs, str(tmp_path / "audio"))) == sorted(fs.find(str(tmp_path / "audio")))
+    source = open_source(str(tmp_path / "audio"))
+
+    def no_second_pass(*args, **kwargs):
+        raise AssertionError("the folder was listed again")
+
+    monkeypatch.setattr(local.LocalFileSystem, "find", no_second_pass)
+    monkeypatch.setattr(local.LocalFileSystem, "ls", no_second_pass)
+    assert [u.key for u in source.work_list()] == ["a/x.wav", "b/x.wav", "c/d/x.wav", "top.flac"]
+    assert "_found" not in pickle.loads(pickle.dumps(source)).__dict__  # the listing never travels to tasks
