@@ -25,6 +25,7 @@ from ..output.summary import ShardSummary
 from .cluster import ClusterView, check_cluster_paths
 from .config import TokenizeConfig
 from .encoder_plan import EncoderResources, EncoderSpec, encoder_resources
+from .id_set import IdSet
 from .plan import RunPlan, drop_superseded
 
 log = logging.getLogger(__name__)
@@ -108,12 +109,12 @@ def void_read_through_containers(plan: RunPlan) -> None:
             plan.keys.void_row(shard, unit.key)
 
 
-def skip_sets(plan: RunPlan) -> tuple[set, set, set]:
+def skip_sets(plan: RunPlan) -> tuple[IdSet, set, set]:
     """What every read+decode task must know of the output (complete ids, committed chunks, partial
     ids), and no more: single inputs already complete are left out of the units, so the complete ids
-    are sent only when containers are read (their inputs are known once read), and the committed
-    chunks only of the partial inputs."""
-    complete = plan.complete if plan.units.containers else set()
+    are sent only when containers are read (their inputs are known once read), as an `IdSet` (16
+    bytes an id, one copy per node), and the committed chunks only of the partial inputs."""
+    complete = IdSet.of(plan.complete if plan.units.containers else ())
     return complete, {key for key in plan.keys.chunks if key[0] in plan.partial}, plan.partial
 
 
