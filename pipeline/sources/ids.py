@@ -20,7 +20,7 @@ never rewritten to make them valid: a bad id is the user's to fix, so a listing 
 
 from __future__ import annotations
 
-import unicodedata
+import re
 from collections.abc import Iterable
 from typing import get_args
 
@@ -35,6 +35,7 @@ ID_RULE_VERSION = 2  # 2: one listing root for every spelling (a single file: it
 DEDUPE_POLICIES: tuple[str, ...] = get_args(DedupePolicy)
 DUPLICATE_ERROR = "DuplicateId"
 SHOWN = 5  # bad rows or duplicate ids named in an error
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # Unicode's control characters (category Cc), all of them
 
 
 def id_problem(value: object) -> str | None:
@@ -45,9 +46,9 @@ def id_problem(value: object) -> str | None:
         return "empty id"
     if len(value) > MAX_ID_CHARS:
         return f"id of {len(value)} characters (at most {MAX_ID_CHARS})"
-    bad = next((ch for ch in value if unicodedata.category(ch) == "Cc"), None)
+    bad = _CONTROL.search(value)
     if bad is not None:
-        return f"id {value[:60]!r} contains the control character {bad!r}"
+        return f"id {value[:60]!r} contains the control character {bad.group()!r}"
     return None
 
 

@@ -27,6 +27,8 @@ from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigError, InputRefused
 
+REAL_FOLDERS_KEPT = 4096  # folders whose resolved path a rule keeps (`UriRule._real_path`)
+
 ALLOW_FLAG = "--allow-uri-prefix"
 RULE_NAME = "the URI rule"
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
@@ -94,6 +96,7 @@ class UriRule:
         object.__setattr__(self, "_base", command_line_location(self.base, resolve_links=False))
         object.__setattr__(self, "_root", command_line_location(self.root or self.base))
         object.__setattr__(self, "_allowed", tuple(allowed_locations(self.allowed_prefixes)))
+        object.__setattr__(self, "_real_folders", {})
 
     def resolve(self, raw: object) -> str:
         """The URI to read for `raw` (a string from data), or UriOutsideRule."""
@@ -128,7 +131,7 @@ class UriRule:
             if not path.startswith("/"):
                 raise ValueError("a file:// URL needs an absolute path")
             normal = posixpath.normpath(path)
-            return Location("file", os.path.realpath(normal)), normal
+            return Location("file", self._real_path(normal)), normal
         rest = raw[raw.index("://") + 3:]
         path = _remote_path(scheme, rest)
         if scheme in _WEB:
@@ -139,13 +142,27 @@ class UriRule:
         base = self._base
         if base.scheme == "file":
             normal = posixpath.normpath(posixpath.join(base.path, relative))
-            return Location("file", os.path.realpath(normal)), normal
+            return Location("file", self._real_path(normal)), normal
         if base.scheme in _WEB:
             host, _, folder = base.path.partition("/")
             uri = f"{base.scheme}://{host}{posixpath.normpath(posixpath.join('/' + folder, relative))}"
             return Location(base.scheme, _remote_path(base.scheme, uri.split("://", 1)[1])), uri
         path = posixpath.normpath(posixpath.join("/" + base.path, relative)).strip("/")
         return Location(base.scheme, path), f"{base.scheme}://{path}"
+
+    def _real_path(self, path: str) -> str:
+        """`os.path.realpath` of a normalised absolute path, with its folder's resolution kept: a
+        manifest of a million rows in a few folders costs one `lstat` a row, not one per component."""
+        if "\x00" in path:  # (os.path.islink says False where realpath raises)
+            raise ValueError("embedded null byte")
+        folder, name = posixpath.split(path)
+        real_folder = self._real_folders.get(folder)
+        if real_folder is None:
+            if len(self._real_folders) >= REAL_FOLDERS_KEPT:
+                self._real_folders.clear()
+            real_folder = self._real_folders[folder] = os.path.realpath(folder)
+        joined = posixpath.join(real_folder, name)
+        return os.path.realpath(joined) if os.path.islink(joined) else joined
 
     def _outside(self, raw: object, why: str) -> UriOutsideRule:
         shown = repr(raw[:300]) if isinstance(raw, str) else repr(raw)[:300]

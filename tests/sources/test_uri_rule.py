@@ -67,6 +67,17 @@ def test_a_symbolic_link_out_of_the_root_is_outside(tmp_path):
     assert UriRule(str(tmp_path / "data"), allowed_prefixes=(str(tmp_path),)).allows("link.wav")
 
 
+def test_a_linked_folder_out_of_the_root_is_outside_for_every_file_in_it(tmp_path):
+    (tmp_path / "data" / "real").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", tmp_path / "data" / "linked")
+    rule = UriRule(str(tmp_path / "data"))  # one rule for a whole manifest: each folder resolved once
+    assert [rule.allows(f"{folder}/{n}.wav") for folder in ("real", "linked", "real") for n in range(2)] == [
+        True, True, False, False, True, True]
+    os.symlink(tmp_path / "elsewhere" / "x.wav", tmp_path / "data" / "real" / "x.wav")
+    assert not rule.allows("real/x.wav") and not rule.allows(str(tmp_path / "data" / "linked" / "y.wav"))
+
+
 def test_allowed_prefixes_widen_it_on_folder_boundaries(tmp_path):
     rule = UriRule("s3://bucket/manifests", allowed_prefixes=("s3://bucket/audio", "/mnt/data/"))
     assert rule.resolve("s3://bucket/audio/x.wav") == "s3://bucket/audio/x.wav"
