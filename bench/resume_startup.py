@@ -103,7 +103,7 @@ def main() -> None:
                 continue
             start = time.time()
             keys = output.committed_keys(threads=threads)
-            print(f"committed_keys with {threads} threads: {len(keys.chunks)} keys from {keys.token_files} shards "
+            print(f"committed_keys with {threads} threads: {keys.token_rows} keys from {keys.token_files} shards "
                   f"in {time.time() - start:.1f} s")
 
 

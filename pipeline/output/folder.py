@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401  (pa.compute)
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import OutputError
@@ -61,15 +61,42 @@ PROVENANCE_KEY = "pipeline.provenance"
 KEYS_KEY = "pipeline.keys"  # a shard's keys and counts, in its footer: resume reads one range per shard
 FOOTER_READ_BYTES = 64 << 10
 KEY_READ_THREADS = 64  # committed-key reads are latency-bound on object stores
+MERGE_PARTS = 256  # committed keys' Arrow pieces merged at a time (`ArrowParts`)
+
+
+class ArrowParts:
+    """Arrow tables or arrays folded in one at a time (one per shard), merged `MERGE_PARTS` at a time:
+    thousands of small pieces cost several times their bytes."""
+
+    def __init__(self) -> None:
+        self.merged: list = []
+        self.pending: list = []
+
+    def append(self, piece) -> None:
+        self.pending.append(piece)
+        if len(self.pending) >= MERGE_PARTS:
+            first = self.pending[0]
+            self.merged.append(pa.concat_tables(self.pending).combine_chunks() if isinstance(first, pa.Table)
+                               else pa.concat_arrays(self.pending))
+            self.pending = []
+
+    def pieces(self) -> list:
+        return self.merged + self.pending
+
+    def __bool__(self) -> bool:
+        return bool(self.merged or self.pending)
 
 
 @dataclass
 class CommittedKeys:
-    """What an output folder already holds, from its key columns only."""
+    """What an output folder holds, from its shards' footers, and what a run commits (its write
+    summaries folded in as they come). The keys are columns, not Python objects: at a million
+    inputs a set of tuples cost 190 bytes a token key on the driver, these about the id's bytes.
+    Only the rows being retried (a run's retryable rows, `--retry-failures`) are kept as dicts."""
 
-    chunks: set[tuple[str, int]] = field(default_factory=set)  # committed (id, chunk_index)
-    num_chunks: dict[str, int] = field(default_factory=dict)  # id -> chunks the input was cut into
-    failed: set[str] = field(default_factory=set)  # ids with a (final) failure row
+    token_parts: ArrowParts = field(default_factory=ArrowParts)  # committed (id, chunk_index, num_chunks) tables
+    failed_parts: ArrowParts = field(default_factory=ArrowParts)  # arrays of ids with a (final) failure row
+    unfailed: set[str] = field(default_factory=set)  # retried ids whose failure row a new row superseded
     token_rows: int = 0
     token_pairs: int = 0
     audio_s: float = 0.0
@@ -82,15 +109,19 @@ class CommittedKeys:
     retrying: dict[str, str] = field(default_factory=dict)  # id -> error type of a failure being retried
 
     def add_summary(self, summary: ShardSummary) -> None:
-        """Fold one write task's summary (`shards.write_records`) into these keys."""
-        for key, chunk, total in summary.token_keys:
-            self.chunks.add((key, chunk))
-            self.num_chunks[key] = total
+        """Fold one write task's summary (`shards.write_records`), or a committed shard's
+        (`ShardSummary.from_footer`), into these keys."""
+        if summary.token_keys:
+            ids, chunks, totals = zip(*summary.token_keys, strict=True)
+            self.token_parts.append(pa.table({"id": pa.array(ids, pa.string()), "chunk_index": pa.array(chunks, _INT),
+                                              "num_chunks": pa.array(totals, _INT)}))
         for shard, ids in summary.superseded.items():
             self.void.setdefault(shard, set()).update(ids)
             for key in ids:
                 self._forget(shard, key)
-        self.failed.update(summary.failed_ids)
+        if summary.failed_ids:
+            self.failed_parts.append(pa.array(summary.failed_ids, pa.string()))
+            self.unfailed.difference_update(summary.failed_ids)
         for key, shard in summary.retryable_ids:
             self.retryable[key] = shard
         if self.provenance is None and summary.provenance:
@@ -108,7 +139,7 @@ class CommittedKeys:
         (no new row superseded it)."""
         if shard.startswith(f"{RETRYABLE_DIR}/"):
             return self.retryable.get(key) == shard
-        return key in self.failed and key in self.retrying
+        return key in self.retrying
 
     def void_row(self, shard: str, key: str) -> None:
         """The row of `key` in `shard` is obsolete: it no longer counts, and `void` says to remove it."""
@@ -120,8 +151,8 @@ class CommittedKeys:
         if shard.startswith(f"{RETRYABLE_DIR}/"):
             if self.retryable.get(key) == shard:
                 del self.retryable[key]
-        elif key in self.failed and key in self.retrying:
-            self.failed.discard(key)
+        elif key in self.retrying:  # (a failure row being retried; the failed ids hold it)
+            self.unfailed.add(key)
             kind = self.retrying.pop(key)
             self.failure_types[kind] -= 1
             if not self.failure_types[kind]:
@@ -132,17 +163,78 @@ class CommittedKeys:
         counting (as their shards hold them) until a summary says new rows superseded them."""
         self.retrying.update({row["id"]: row["error_type"] for row in rows})
 
-    def complete_ids(self) -> set[str]:
-        """Inputs fully accounted for: failed (and not being retried), or every chunk committed."""
-        per_id: dict[str, int] = {}
-        for key, _ in self.chunks:
-            per_id[key] = per_id.get(key, 0) + 1
-        failed = self.failed - self.retrying.keys()
-        return failed | {key for key, count in per_id.items() if count >= self.num_chunks[key]}
+    @property
+    def empty(self) -> bool:
+        return not self.token_parts and not self.failed_parts
 
-    def partial_ids(self, complete: set[str] | None = None) -> set[str]:
+    def failed_ids(self) -> pa.Array:
+        """The ids whose final failure row counts (distinct)."""
+        failed = _unique(self.failed_parts.pieces())
+        return _without(failed, self.unfailed)
+
+    def complete_ids(self) -> pa.Array:
+        """Inputs fully accounted for (distinct): failed (and not being retried), or every chunk committed."""
+        per_input = self._per_input()
+        done = per_input.filter(pc.greater_equal(per_input["chunks"], per_input["num_chunks"]))["id"]
+        return _unique([done, _without(self.failed_ids(), self.retrying.keys())])
+
+    def partial_ids(self, complete: pa.Array | None = None) -> pa.Array:
         """Inputs with some but not all chunks committed (`complete`: `complete_ids()`, if at hand)."""
-        return {key for key, _ in self.chunks} - (self.complete_ids() if complete is None else complete)
+        started = self._per_input()["id"]
+        return _without(started, self.complete_ids() if complete is None else complete)
+
+    def outcome_counts(self) -> dict[str, int]:
+        """The inputs by outcome: tokenized, failed, retryable, incomplete (some chunks committed),
+        and all of them (an input counts once, where the supersede rule puts it)."""
+        complete = self.complete_ids()
+        partial = self.partial_ids(complete)
+        failed = self.failed_ids()
+        tokenized = _without(complete, failed)
+        everyone = _unique([tokenized, failed, partial, pa.array(list(self.retryable), pa.string())])
+        return {"inputs": len(everyone), "tokenized": len(tokenized), "failed": len(failed),
+                "retryable": len(self.retryable), "incomplete": len(partial)}
+
+    def chunk_keys(self, ids: set[str] | None = None) -> set[tuple[str, int]]:
+        """The committed (id, chunk_index) keys, of the inputs `ids` only if given (what the decode
+        tasks skip of partial inputs)."""
+        tokens = self._tokens()
+        if ids is not None:
+            tokens = tokens.filter(pc.is_in(tokens["id"], value_set=pa.array(list(ids), pa.string())))
+        return set(zip(tokens["id"].to_pylist(), tokens["chunk_index"].to_pylist(), strict=True))
+
+    def _tokens(self) -> pa.Table:
+        if not self.token_parts:
+            return pa.table({"id": pa.array([], pa.string()), "chunk_index": pa.array([], _INT),
+                             "num_chunks": pa.array([], _INT)})
+        return pa.concat_tables(self.token_parts.pieces())
+
+    def _per_input(self) -> pa.Table:
+        """id, chunks (distinct chunk indices committed), num_chunks (the chunks it was cut into)."""
+        counted = self._tokens().group_by("id", use_threads=False).aggregate(
+            [("chunk_index", "count_distinct"), ("num_chunks", "max")])
+        return pa.table({"id": counted["id"], "chunks": counted["chunk_index_count_distinct"],
+                         "num_chunks": counted["num_chunks_max"]})
+
+
+_INT = pa.int32()
+
+
+def _unique(parts: list) -> pa.Array:
+    """The distinct strings of `parts` (arrays or chunked arrays), in first-seen order."""
+    chunks = [chunk for part in parts for chunk in getattr(part, "chunks", [part])]
+    if not chunks:
+        return pa.array([], pa.string())
+    return pc.unique(pa.chunked_array(chunks, pa.string()))
+
+
+def _without(ids: pa.Array, removed) -> pa.Array:
+    """`ids` without those in `removed` (a set, a dict's keys or an Arrow array)."""
+    if not len(removed):
+        return ids
+    if isinstance(removed, pa.ChunkedArray):
+        removed = removed.combine_chunks()
+    value_set = removed if isinstance(removed, pa.Array) else pa.array(list(removed), pa.string())
+    return ids.filter(pc.invert(pc.is_in(ids, value_set=value_set)))
 
 
 def shard_digest(keys: list[tuple[str, int]]) -> str:

@@ -70,13 +70,8 @@ def manifest_from_counts(*, config, source_kind: str, keys: CommittedKeys, run: 
 
 def output_counts(keys: CommittedKeys) -> dict:
     """The manifest's `counts`: the output's inputs by outcome, its rows and files."""
-    complete = keys.complete_ids()
-    partial = keys.partial_ids(complete)
-    tokenized = complete - keys.failed
     return {
-        "inputs": len(tokenized | keys.failed | partial | keys.retryable.keys()),
-        "tokenized": len(tokenized), "failed": len(keys.failed), "retryable": len(keys.retryable),
-        "incomplete": len(partial),
+        **keys.outcome_counts(),
         "token_rows": keys.token_rows, "token_files": keys.token_files, "failure_files": keys.failure_files,
         "failures_by_type": dict(keys.failure_types),
     }

@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Self
 
+import pyarrow as pa
+
 from ..codecs.semanticodec.variants import SemantiCodecVariant
 from ..errors import OutputError
 from ..fsutil import options_for
@@ -43,7 +45,7 @@ class RunPlan:
     output: OutputFolder
     lease: WriterLease
     keys: CommittedKeys  # what the output held (superseded rows removed, the failures to retry marked)
-    complete: set[str] = field(default_factory=set)  # inputs fully accounted for
+    complete: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))  # inputs fully accounted for
     partial: set[str] = field(default_factory=set)  # inputs with some chunks committed
     previous: dict[str, str] = field(default_factory=dict)  # id or unit key -> the shard of its row being retried
     limit_ids: set[str] | None = None  # --limit over containers: the ids to keep
@@ -118,7 +120,7 @@ def plan_run(config: TokenizeConfig) -> RunPlan:
 
 
 def _plan(config: TokenizeConfig, resolved, output: OutputFolder, lease: WriterLease, keys: CommittedKeys) -> RunPlan:
-    resumed = bool(keys.chunks or keys.failed)
+    resumed = not keys.empty
     drop_superseded(output, keys)  # rows a run killed mid-way superseded and left
     previous = dict(keys.retryable)  # retryable rows are retried by every run, superseded by its rows
     if config.retry_failures is not None:
@@ -133,7 +135,7 @@ def _plan(config: TokenizeConfig, resolved, output: OutputFolder, lease: WriterL
         else:
             limit_ids = _first_ids(resolved.source, units, config.limit)
     complete = keys.complete_ids()
-    partial = keys.partial_ids(complete)
+    partial = set(keys.partial_ids(complete).to_pylist())  # a few inputs: those a killed run left midway
     units = units.without_keys(complete)
     return RunPlan(resolved.source, units, resolved.checkpoint, resolved.synthetic, output, lease, keys,
                    complete, partial, previous, limit_ids, resumed, config.overwrite)

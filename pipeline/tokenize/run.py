@@ -114,8 +114,8 @@ def skip_sets(plan: RunPlan) -> tuple[IdSet, set, set]:
     ids), and no more: single inputs already complete are left out of the units, so the complete ids
     are sent only when containers are read (their inputs are known once read), as an `IdSet` (16
     bytes an id, one copy per node), and the committed chunks only of the partial inputs."""
-    complete = IdSet.of(plan.complete if plan.units.containers else ())
-    return complete, {key for key in plan.keys.chunks if key[0] in plan.partial}, plan.partial
+    complete = IdSet.of(plan.complete.to_pylist() if plan.units.containers else ())
+    return complete, plan.keys.chunk_keys(plan.partial) if plan.partial else set(), plan.partial
 
 
 def _dataset(config: TokenizeConfig, plan: RunPlan, resources: EncoderResources):

@@ -48,7 +48,7 @@ def test_two_batches_with_colliding_joined_keys_keep_both_shards(tmp_path):
     write_records(output, [encoded("x"), encoded("y")], {"variant": "v"})
     write_records(output, [encoded("x\x1f0\ny")], {"variant": "v"})
     keys = output.committed_keys()
-    assert {key for key, _ in keys.chunks} == {"x", "y", "x\x1f0\ny"}
+    assert {key for key, _ in keys.chunk_keys()} == {"x", "y", "x\x1f0\ny"}
     assert len(output.committed_files(TOKENS_DIR)) == 2
 
 
@@ -61,13 +61,16 @@ def test_committed_keys_counts_and_partial_inputs(tmp_path):
     assert (summary.token_rows, summary.failed, summary.retryable, summary.shards) == (3, 1, 1, 3)
     assert len(output.committed_files(FAILURES_DIR)) == 1 and len(output.committed_files(RETRYABLE_DIR)) == 1
     keys = output.committed_keys()
-    assert keys.complete_ids() == {"a", "bad"}  # the retryable failure is not final, "long" lacks chunk 2
-    assert keys.partial_ids() == {"long"}
+    # the retryable failure is not final, "long" lacks chunk 2
+    assert sorted(keys.complete_ids().to_pylist()) == ["a", "bad"]
+    assert keys.partial_ids().to_pylist() == ["long"]
+    assert keys.outcome_counts() == {"inputs": 4, "tokenized": 1, "failed": 1, "retryable": 1, "incomplete": 1}
     assert (keys.token_rows, keys.token_pairs, keys.failure_types) == (3, 15, {"AudioDecodeError": 1})
     assert keys.provenance == {"variant": "v"}
     folded = type(keys)()
     folded.add_summary(summary)
-    assert folded.chunks == keys.chunks and folded.failed == keys.failed
+    assert folded.chunk_keys() == keys.chunk_keys() and folded.failed_ids().equals(keys.failed_ids())
+    assert folded.outcome_counts() == keys.outcome_counts()
 
 
 def test_committed_keys_from_large_footers_and_from_shards_without_them(tmp_path):
@@ -84,7 +87,7 @@ def test_committed_keys_from_large_footers_and_from_shards_without_them(tmp_path
     pq.write_table(legacy, tmp_path / TOKENS_DIR / "part-legacy.parquet")
     assert KEYS_KEY.encode() not in (pq.read_metadata(tmp_path / TOKENS_DIR / "part-legacy.parquet").metadata or {})
     keys = output.committed_keys()
-    assert len(keys.chunks) == 2001 and ("old", 0) in keys.chunks and keys.token_rows == 2001
+    assert len(keys.chunk_keys()) == 2001 and ("old", 0) in keys.chunk_keys() and keys.token_rows == 2001
     assert keys.token_pairs == 5 * 2001
 
 
@@ -259,7 +262,7 @@ def test_a_folder_resolves_its_filesystem_once(tmp_path, monkeypatch):
     write_records(output, [encoded("a"), Failure("b", "/b", "decode", "AudioDecodeError", "bad")], {"codec": "x"})
     output.write_manifest({"counts": {}})
     keys = output.committed_keys()
-    assert (keys.token_rows, keys.failed, output.read_manifest()) == (1, {"b"}, {"counts": {}})
+    assert (keys.token_rows, keys.failed_ids().to_pylist(), output.read_manifest()) == (1, ["b"], {"counts": {}})
     assert output.files().keys() >= {"manifest.json"} and len(output.committed_files(TOKENS_DIR)) == 1
     assert resolved == [str(tmp_path / "out")]
 

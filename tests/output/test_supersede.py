@@ -60,9 +60,9 @@ def counted_once(output: OutputFolder, ids: set[str]) -> dict[str, str]:
     """id → the one folder it counts in, under the supersede rule; fails if any id counts twice."""
     keys = output.committed_keys()
     where: dict[str, list[str]] = {}
-    for key, _ in keys.chunks:
+    for key, _ in keys.chunk_keys():
         where.setdefault(key, []).append(TOKENS_DIR) if TOKENS_DIR not in where.get(key, []) else None
-    for key in keys.failed:
+    for key in keys.failed_ids().to_pylist():
         where.setdefault(key, []).append(FAILURES_DIR)
     for key in keys.retryable:
         where.setdefault(key, []).append(RETRYABLE_DIR)

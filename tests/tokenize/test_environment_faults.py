@@ -139,8 +139,8 @@ def broken_install_output(audio: Path, out: Path) -> None:
 
 def counted_once(out: Path, ids: set[str]) -> None:
     keys = OutputFolder(str(out)).committed_keys()
-    tokenized = {key for key, _ in keys.chunks}
-    folders = [tokenized, keys.failed, set(keys.retryable)]
+    tokenized = {key for key, _ in keys.chunk_keys()}
+    folders = [tokenized, set(keys.failed_ids().to_pylist()), set(keys.retryable)]
     assert set().union(*folders) == ids and sum(map(len, folders)) == len(ids), folders
 
 
