@@ -89,7 +89,7 @@ def run_spot_check(config: SpotCheckConfig, decode_fn: DecodeFn | None = None, p
     rule = UriRule(config.tokens, allowed_prefixes=tuple(config.allow_uri_prefix or ()), what="the corpus folder")
     inventory = take_inventory(config.tokens, storage_options)
     report_dir = prepare_report_dir(config.report)  # after the corpus check: a mistake leaves no empty folder
-    settings = codec_settings(inventory.provenances, inventory.manifest, config.checkpoint)
+    settings = codec_settings(inventory.provenances, inventory.run_record, config.checkpoint)
     checkpoint, checkpoint_refused = decoder_checkpoint(settings, (inventory.provenances or [None])[0], rule,
                                                         storage_options)
     settings["checkpoint"] = checkpoint
@@ -144,7 +144,8 @@ def run_spot_check(config: SpotCheckConfig, decode_fn: DecodeFn | None = None, p
                    "samples_requested": config.samples, "samples_picked": len(planned),
                    "per_sample_seed": "seed + sample index", "in_process": outcome.in_process},
         "corpus": {"token_shards": len(inventory.shards), "failure_shards": len(inventory.failure_shards),
-                   "manifest": inventory.manifest is not None, "mixed_provenance": inventory.mixed,
+                   "manifest": inventory.run_record is not None,  # the key is the report's contract
+                   "mixed_provenance": inventory.mixed,
                    "unreadable_shards": unreadable},
         "flags": flags,
         "token_stats": stats_dict,

@@ -21,7 +21,7 @@ from ..codecs.semanticodec.variants import SEGMENT_SAMPLES
 from ..errors import Interrupted
 from ..fsutil import options_for
 from ..output.lease import WriterLease
-from ..output.run_manifest import manifest_from_counts, output_counts
+from ..output.run_record import output_counts, run_record_from_counts
 from ..output.summary import ShardSummary
 from .cluster import ClusterView, check_cluster_paths
 from .config import TokenizeConfig
@@ -171,10 +171,10 @@ def _finish(config: TokenizeConfig, plan: RunPlan, run: ShardSummary, encoder: d
     """Write the manifest (this run's record added to the earlier ones) and the dataset card."""
     from ..output.dataset_card import write_dataset_card
 
-    manifest = manifest_from_counts(config=config, source_kind=plan.source.kind, keys=plan.keys, run=run,
-                                    encoder=encoder, wall_time_s=wall_time_s, resumed=plan.resumed,
-                                    earlier=plan.output.read_manifest())
-    plan.output.write_manifest(manifest)
+    manifest = run_record_from_counts(config=config, source_kind=plan.source.kind, keys=plan.keys, run=run,
+                                      encoder=encoder, wall_time_s=wall_time_s, resumed=plan.resumed,
+                                      earlier=plan.output.read_run_record())
+    plan.output.write_run_record(manifest)
     write_dataset_card(config.output, config.storage_options() or None)
     return manifest
 
@@ -182,7 +182,7 @@ def _finish(config: TokenizeConfig, plan: RunPlan, run: ShardSummary, encoder: d
 def _finish_idle(config: TokenizeConfig, plan: RunPlan, started: float) -> dict:
     """Nothing was left to do: the manifest stays as it is, unless it is missing or behind the output's
     shards (a run killed after its last commit), when it is written with a record of this run."""
-    manifest = plan.output.read_manifest()
+    manifest = plan.output.read_run_record()
     if manifest is not None and manifest.get("counts") == output_counts(plan.keys):
         log.info("nothing left to do: every input of the source is accounted for in %s", config.output)
         return manifest
