@@ -159,7 +159,7 @@ def failure_examples(output: str, storage_options: dict, kind: str, types: set[s
 
 
 def _tokenize_qa(config: TokenizeConfig) -> None:
-    """The decode-sampling QA stage on the same Ray (decoder actors on GPUs when there are any)."""
+    """The QA spot check on the same Ray (decoder actors on GPUs when there are any)."""
     from ..report.config import SpotCheckConfig
     from ..report.ray_decode import decode_with_ray
     from ..report.spot_check import run_spot_check
