@@ -1,5 +1,5 @@
 # One-command set-up: `make demo` (tokenize generated sample audio, then a QA spot check of two
-# decoded samples) and `make test` (the test suite) create the virtual environment on first use,
+# decoded rows) and `make test` (the test suite) create the virtual environment on first use,
 # from the lock file (every package pinned, with hashes), and make it anew whenever the lock changes.
 PYTHON ?= python3
 VENV ?= .venv

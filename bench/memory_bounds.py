@@ -148,12 +148,12 @@ def run_case(name: str, audio: Path, work: Path, max_duration_s: float, max_batc
                                 max_batch_windows=max_batch_windows, overwrite=True)
         started = time.perf_counter()
         with plan_run(config) as plan, WorkerWatch() as watch:  # as the job does: the plan, then the run
-            manifest = run_tokenize(config, plan, progress=False)
+            run_record = run_tokenize(config, plan, progress=False)
         figures = watch.by_role()
         store_peak = watch.store_peak / MIB
     finally:
         ray.shutdown()
-    counts = manifest["counts"]
+    counts = run_record["counts"]
     return {"case": name, "input_bytes": audio.stat().st_size, "wall_s": round(time.perf_counter() - started, 1),
             "token_rows": counts["token_rows"], "failed": counts["failed"],
             "failures_by_type": counts["failures_by_type"], "object_store_peak_mib": round(store_peak, 1),

@@ -80,11 +80,11 @@ def main() -> None:
         )
         started = time.perf_counter()
         with plan_run(config) as plan:  # as the job does: the plan, then the run
-            manifest = run_tokenize(config, plan, progress=False)
+            run_record = run_tokenize(config, plan, progress=False)
         job_s = time.perf_counter() - started
         ray.shutdown()
 
-    assert manifest["counts"]["tokenized"] == args.clips
+    assert run_record["counts"]["tokenized"] == args.clips
     print(f"# rate {args.rate}, {args.clips} clips x {args.seconds:g} s, {args.actors} CPU encoder actor(s) x "
           f"{args.threads} threads vs encoder alone with {args.actors * args.threads} threads; "
           f"SYNTHETIC full-size weights; Ray: {ray_cpus} CPUs on {os.cpu_count()} cores")

@@ -86,7 +86,7 @@ def driver_main(argv: list[str]) -> int:
 
 # --- inputs and outputs -------------------------------------------------------------------------
 
-def write_manifest(folder: Path, rows: int, real_every: int) -> Path:
+def write_input_manifest(folder: Path, rows: int, real_every: int) -> Path:
     import numpy as np
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -210,7 +210,7 @@ def bench_size(work: Path, rows: int, args) -> dict:
     folder = work / f"n{rows}"
     folder.mkdir()
     started = time.time()
-    manifest = write_manifest(folder, rows, args.real_every)
+    manifest = write_input_manifest(folder, rows, args.real_every)
     made_s = time.time() - started
     fresh = Watch(job_args(manifest, folder / "out"), folder / "out",
                   None if args.complete else args.after_commit_s).wait(args.timeout_s)
@@ -265,7 +265,7 @@ def bench_s3_resume(work: Path, keys: int) -> dict:
     from tests.support.s3 import S3_ENV
 
     os.environ.update(S3_ENV)
-    manifest = write_manifest(work, keys + 1000, 0)
+    manifest = write_input_manifest(work, keys + 1000, 0)
     from bench.resume_startup import moto_process  # moto's S3 server in a process of its own
 
     with moto_process() as endpoint:

@@ -1,6 +1,7 @@
 """Secrets never leave the job: `redact` is the one function that removes credentials from text
-that is written or printed (rows of tokens/, failures/ and retryable/, manifest.json, the dataset
-card, the QA report, stderr), and `terminal_line` makes a line from data safe to print.
+that is written or printed (rows of tokens/, failures/ and retryable/, the run record
+(`manifest.json`), the dataset card, the QA report, stderr), and `terminal_line` makes a line from
+data safe to print.
 
 A URI can carry a credential in two places, and both are replaced by `REDACTED`:
 - its userinfo: `s3://KEY:SECRET@bucket/a.wav` → `s3://REDACTED@bucket/a.wav`;

@@ -68,17 +68,17 @@ def _tokenize(argv: list[str] | None) -> int:
         needs_ray = not plan.nothing_to_do or config.qa_samples > 0  # a rerun with nothing to do starts none
         try:
             with ray_session(config.ray_num_cpus, debug_requested(argv)) if needs_ray else contextlib.nullcontext():
-                manifest = run_tokenize(config, plan, progress=not config.quiet)
+                run_record = run_tokenize(config, plan, progress=not config.quiet)
                 plan.release()
-                retryable = _report(config, plan, manifest, stdout)
+                retryable = _report(config, plan, run_record, stdout)
         except (Interrupted, KeyboardInterrupt):  # counted once Ray has stopped: no write task is left to commit
             raise Interrupted(plan.shards_committed()) from None
     if retryable:
         explain_failures(config, RETRYABLE_DIR, f"{retryable} inputs hit transient errors",
-                         manifest["run"].get("retryable_types") or {})
+                         run_record["run"].get("retryable_types") or {})
         say(f"{retryable} inputs hit transient errors (see {join_url(config.output, RETRYABLE_DIR)}/); "
              "rerun the same command to retry them")
-        missing = (manifest["run"].get("retryable_types") or {}).get("FileNotFoundError", 0)
+        missing = (run_record["run"].get("retryable_types") or {}).get("FileNotFoundError", 0)
         if missing:
             say(f"{missing} of them do not exist; if they will not appear (clips never downloaded), rerun with "
                  "--missing-inputs fail to record them as failures")
@@ -86,11 +86,11 @@ def _tokenize(argv: list[str] | None) -> int:
     return 0
 
 
-def _report(config: TokenizeConfig, plan, manifest: dict, stdout) -> int:
+def _report(config: TokenizeConfig, plan, run_record: dict, stdout) -> int:
     """The summary on stdout, the failures explained, QA and the push when asked; the retryable count."""
     if plan.nothing_to_do:
         say("nothing left to do: every input of the source is accounted for in the output")
-    summary = run_summary(config, manifest, plan.synthetic, plan.planning_s if plan.nothing_to_do else None)
+    summary = run_summary(config, run_record, plan.synthetic, plan.planning_s if plan.nothing_to_do else None)
     print_summary(summary, stdout)
     if summary["failed"]:
         explain_failures(config, FAILURES_DIR, f"{summary['failed']} inputs failed", summary["failures_by_type"])
@@ -108,18 +108,18 @@ def _push(config: TokenizeConfig) -> None:
     say(f"pushed to {url}")
 
 
-def run_summary(config: TokenizeConfig, manifest: dict, synthetic: bool, idle_s: float | None = None) -> dict:
-    """The job's summary from the manifest; `idle_s`: this invocation's time when it had nothing to
-    do (the manifest's run is an earlier one, whose throughput is not this one's)."""
-    counts, totals = manifest["counts"], manifest["totals"]
+def run_summary(config: TokenizeConfig, run_record: dict, synthetic: bool, idle_s: float | None = None) -> dict:
+    """The job's summary from the run record; `idle_s`: this invocation's time when it had nothing to
+    do (the run record's run is an earlier one, whose throughput is not this one's)."""
+    counts, totals = run_record["counts"], run_record["totals"]
     return {
         "output": config.output, "inputs": counts["inputs"], "tokenized": counts["tokenized"],
         "failed": counts["failed"], "retryable": counts.get("retryable", 0),
         "failures_by_type": counts["failures_by_type"],
         "audio_hours": round(totals["audio_hours"], 4), "tokens": totals["tokens"],
-        "wall_time_s": round(manifest["run"]["wall_time_s"] if idle_s is None else idle_s, 1),
+        "wall_time_s": round(run_record["run"]["wall_time_s"] if idle_s is None else idle_s, 1),
         "audio_seconds_per_second": round(totals["audio_seconds_per_second"] if idle_s is None else 0.0, 2),
-        "synthetic_weights": manifest["codec"].get("synthetic_weights", synthetic),
+        "synthetic_weights": run_record["codec"].get("synthetic_weights", synthetic),
     }
 
 
@@ -159,7 +159,7 @@ def failure_examples(output: str, storage_options: dict, kind: str, types: set[s
 
 
 def _tokenize_qa(config: TokenizeConfig) -> None:
-    """The decode-sampling QA stage on the same Ray (decoder actors on GPUs when there are any)."""
+    """The QA spot check on the same Ray (decoder actors on GPUs when there are any)."""
     from ..report.config import SpotCheckConfig
     from ..report.ray_decode import decode_with_ray
     from ..report.spot_check import run_spot_check

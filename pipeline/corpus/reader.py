@@ -70,7 +70,7 @@ class TokenCorpus:
         if not self.shards:
             raise CorpusError(f"no committed token shards under {url}/{TOKENS_DIR}: "
                               "is this the --output folder of a tokenize run?")
-        self.manifest = self.output.read_manifest()
+        self.run_record = self.output.read_run_record()
         with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
             keys = list(pool.map(self._read_keys, self.shards))
             failed = [i for ids in pool.map(self._read_failed_ids, self.output.committed_files(FAILURES_DIR))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 from ..redaction import redact
-from .folder import FAILURES_DIR, MANIFEST_FILE, PROVENANCE_KEY, TOKENS_DIR, OutputFolder
+from .folder import FAILURES_DIR, PROVENANCE_KEY, RUN_RECORD_FILE, TOKENS_DIR, OutputFolder
 from .schema import FAILURES_SCHEMA_VERSION, TOKENS_SCHEMA_VERSION, load_schema_file
 
 CARD_FILE = "README.md"
@@ -22,7 +22,7 @@ TAGS = ["audio", "audio-tokens", "semanticodec"]
 
 
 def write_dataset_card(output_url: str, storage_options: dict | None = None, *, repo_id: str | None = None) -> str:
-    """Write OUT/README.md from the committed shards and manifest.json; returns its path.
+    """Write OUT/README.md from the committed shards and the run record (`manifest.json`); returns its path.
     `repo_id`: the Hub dataset repo to name in the loading example (default: the folder)."""
     output = OutputFolder(output_url, storage_options)
     output.publish(CARD_FILE, dataset_card(output, repo_id).encode())
@@ -32,8 +32,8 @@ def write_dataset_card(output_url: str, storage_options: dict | None = None, *, 
 def dataset_card(output: OutputFolder, repo_id: str | None = None) -> str:
     """The card's text for an output folder as it is now."""
     present = [(kind, name, version) for kind, name, version in TABLES if output.committed_files(kind)]
-    manifest = output.read_manifest() or {}
-    return redact(render_card(present, manifest, _provenance(output, manifest), repo_id or output.url))
+    run_record = output.read_run_record() or {}
+    return redact(render_card(present, run_record, _provenance(output, run_record), repo_id or output.url))
 
 
 def card_configs(present_tables: list[str]) -> list[dict]:
@@ -48,7 +48,7 @@ def card_configs(present_tables: list[str]) -> list[dict]:
     return configs
 
 
-def render_card(present: list[tuple[str, str, int]], manifest: dict, codec: dict, load_from: str) -> str:
+def render_card(present: list[tuple[str, str, int]], run_record: dict, codec: dict, load_from: str) -> str:
     from huggingface_hub import DatasetCardData
 
     names = [name for _, name, _ in present]
@@ -59,10 +59,10 @@ def render_card(present: list[tuple[str, str, int]], manifest: dict, codec: dict
     if codec.get("synthetic_weights"):
         lines += ["> **Warning: made with synthetic (random) codec weights.** These tokens are for testing the "
                   "pipeline only; they carry no information about the audio.", ""]
-    source = (manifest.get("source") or {}).get("url")
+    source = (run_record.get("source") or {}).get("url")
     lines += [
         f"Audio{f' from `{source}`' if source else ''} tokenized with SemantiCodec by "
-        f"audio-tokenizer-pipeline {manifest.get('pipeline_version', '')}".rstrip() + ". "
+        f"audio-tokenizer-pipeline {run_record.get('pipeline_version', '')}".rstrip() + ". "
         "One row per clip, or per chunk of a long file; row i of `semantic` and `acoustic` together is token pair i.",
         "",
         "## Load it",
@@ -83,7 +83,7 @@ def render_card(present: list[tuple[str, str, int]], manifest: dict, codec: dict
         "an input cut into chunks is complete when all `num_chunks` of its chunk indexes are present.",
         "",
         *_codec_section(codec),
-        *_counts_section(manifest),
+        *_counts_section(run_record),
     ]
     for _, name, version in present:
         lines += _columns_section(name, version)
@@ -112,11 +112,11 @@ def _codec_section(codec: dict) -> list[str]:
     return lines + [""]
 
 
-def _counts_section(manifest: dict) -> list[str]:
-    counts, totals = manifest.get("counts") or {}, manifest.get("totals") or {}
+def _counts_section(run_record: dict) -> list[str]:
+    counts, totals = run_record.get("counts") or {}, run_record.get("totals") or {}
     if not counts and not totals:
         return []
-    lines = ["## Contents", "", f"From `{MANIFEST_FILE}` ({manifest.get('created_at', 'unknown time')}):", "",
+    lines = ["## Contents", "", f"From `{RUN_RECORD_FILE}` ({run_record.get('created_at', 'unknown time')}):", "",
              "| | |", "|---|---|"]
     for section in (counts, totals):
         for key, value in section.items():
@@ -141,10 +141,10 @@ def _columns_section(name: str, version: int) -> list[str]:
     return lines + [""]
 
 
-def _provenance(output: OutputFolder, manifest: dict) -> dict:
-    """The codec provenance: the manifest's, or (no manifest yet) the first token shard's."""
-    if manifest.get("codec"):
-        return manifest["codec"]
+def _provenance(output: OutputFolder, run_record: dict) -> dict:
+    """The codec provenance: the run record's, or (no run record yet) the first token shard's."""
+    if run_record.get("codec"):
+        return run_record["codec"]
     shards = output.committed_files(TOKENS_DIR)
     if not shards:
         return {}

@@ -1,5 +1,5 @@
 """The token output folder (local path or any fsspec URL): atomic shard commits, resume keys,
-the run fingerprint, the manifest.
+the run fingerprint, the run record.
 
 Layout under `--output`:
 
@@ -7,7 +7,7 @@ Layout under `--output`:
     failures/part-<hash>.parquet    inputs that can never be tokenized (schemas/failures.v1.json)
     retryable/part-<hash>.parquet   inputs that hit a transient error (same columns); not final: the
                                     next run retries them, and their new rows supersede these
-    manifest.json                   run summary (schemas/manifest.v1.json), written last
+    manifest.json                   the run record (schemas/manifest.v1.json), written last
     README.md                       dataset card (`datasets.load_dataset(OUT)` reads tokens/failures)
     _fingerprint.json               what a resumed run must share with the first one
     _lease.json                     the writer lease of the run in progress (pipeline/output/lease.py)
@@ -55,7 +55,7 @@ TOKENS_DIR = "tokens"
 FAILURES_DIR = "failures"
 RETRYABLE_DIR = "retryable"
 TMP_DIR = "_tmp"
-MANIFEST_FILE = "manifest.json"
+RUN_RECORD_FILE = "manifest.json"
 FINGERPRINT_FILE = "_fingerprint.json"
 PROVENANCE_KEY = "pipeline.provenance"
 KEYS_KEY = "pipeline.keys"  # a shard's keys and counts, in its footer: resume reads one range per shard
@@ -365,7 +365,7 @@ class OutputFolder:
 
     def clear(self) -> None:
         """Delete everything this pipeline writes (for --overwrite); other files are left alone."""
-        for name in (TOKENS_DIR, FAILURES_DIR, RETRYABLE_DIR, TMP_DIR, MANIFEST_FILE, FINGERPRINT_FILE, "README.md"):
+        for name in (TOKENS_DIR, FAILURES_DIR, RETRYABLE_DIR, TMP_DIR, RUN_RECORD_FILE, FINGERPRINT_FILE, "README.md"):
             if self.fs.exists(self.path(name)):
                 self.fs.rm(self.path(name), recursive=True)
 
@@ -413,11 +413,11 @@ class OutputFolder:
         except FileNotFoundError:
             return None
 
-    def write_manifest(self, manifest: dict) -> None:
-        self.publish(MANIFEST_FILE, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    def write_run_record(self, run_record: dict) -> None:
+        self.publish(RUN_RECORD_FILE, (json.dumps(run_record, indent=2, sort_keys=True) + "\n").encode())
 
-    def read_manifest(self) -> dict | None:
-        return self.read_json(MANIFEST_FILE)
+    def read_run_record(self) -> dict | None:
+        return self.read_json(RUN_RECORD_FILE)
 
     # --- the run fingerprint: a resume must not mix corpora ---
     def check_fingerprint(self, fingerprint: dict, committed_provenance: dict | None = None, *,

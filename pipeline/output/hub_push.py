@@ -1,11 +1,11 @@
-"""Upload a token output to a Hugging Face dataset repo: committed shards, manifest.json, card.
+"""Upload a token output to a Hugging Face dataset repo: committed shards, the run record, card.
 
     python -m pipeline.output.hub_push OUT owner/name [--private]
 
-Only committed data goes up (`PUSH_PATTERNS`): tokens/ and failures/ shards, manifest.json and
-README.md, the dataset card, generated for this repo at push time. Files being written (_tmp/),
-the writer lease, the run fingerprint, retryable/ (transient failures the next run retries) and
-anything else stay behind. The token comes from `token=`, $HF_TOKEN or `hf auth login`.
+Only committed data goes up (`PUSH_PATTERNS`): tokens/ and failures/ shards, the run record
+(`manifest.json`) and README.md, the dataset card, generated for this repo at push time. Files
+being written (_tmp/), the writer lease, the run fingerprint, retryable/ (transient failures the
+next run retries) and anything else stay behind. The token comes from `token=`, $HF_TOKEN or `hf auth login`.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ except ImportError:  # requests-based clients (huggingface_hub < 1.0)
 from ..errors import UserError
 from ..redaction import terminal_line
 from .dataset_card import CARD_FILE, dataset_card
-from .folder import FAILURES_DIR, MANIFEST_FILE, TOKENS_DIR, OutputFolder
+from .folder import FAILURES_DIR, RUN_RECORD_FILE, TOKENS_DIR, OutputFolder
 
-PUSH_PATTERNS = [f"{TOKENS_DIR}/part-*.parquet", f"{FAILURES_DIR}/part-*.parquet", MANIFEST_FILE, CARD_FILE]
+PUSH_PATTERNS = [f"{TOKENS_DIR}/part-*.parquet", f"{FAILURES_DIR}/part-*.parquet", RUN_RECORD_FILE, CARD_FILE]
 IGNORE_PATTERNS = ["_*", "*/_*", ".*", "*/.*"]  # never data: _tmp/, _lease.json, _fingerprint.json, .cache/
 FILES_PER_COMMIT = 1000
 BYTES_PER_COMMIT = 1 << 30  # remote shards are read into memory one commit at a time

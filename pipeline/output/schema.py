@@ -19,7 +19,7 @@ def _schema_dir() -> Path:
 SCHEMA_DIR = _schema_dir()
 TOKENS_SCHEMA_VERSION = 1
 FAILURES_SCHEMA_VERSION = 1
-MANIFEST_SCHEMA_VERSION = 1
+RUN_RECORD_SCHEMA_VERSION = 1  # of the run record, schemas/manifest.v<N>.json
 
 _ARROW_TYPES = {
     "string": "string",

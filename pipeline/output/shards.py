@@ -8,7 +8,7 @@ Each shard declares the old rows its rows supersede (a retried input's earlier f
 rule is in `folder.py`). A failure row records the versions of the pipeline and of the libraries
 that decode and encode (`environment_versions`), so the rows of a broken environment can be found
 and retried. The summary it returns (`ShardSummary`) is what the driver needs for progress, the
-output's keys and the manifest.
+output's keys and the run record.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Decode-sampling QA of a token output folder: decode a seeded sample of rows back to audio, compare
-with the originals, compute whole-corpus token statistics and write an HTML + JSON report.
+"""The QA spot check of a token output folder: decode seeded picks of its rows back to audio, compare
+them with the originals, compute whole-corpus token statistics and write an HTML + JSON report.
 
 Entry point: `run_spot_check(SpotCheckConfig(...), decode_fn=None)` (spot_check.py), which wires
 inventory → token_stats → plan → decode → evaluate → flags → render; `report_exit_code(report)`

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..tokenize.config import S3Config, option
 
-DEFAULT_MAX_DECODE_S = 20.48  # two 10.24 s decoder windows per sampled row
+DEFAULT_MAX_DECODE_S = 20.48  # two 10.24 s decoder windows per picked row
 
 
 @dataclass

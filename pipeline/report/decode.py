@@ -1,4 +1,4 @@
-"""Token decode for the spot check: sampled token rows → waveforms.
+"""Token decode for the spot check: picked token rows → waveforms.
 
 The spot check does not choose how rows are decoded: it takes a *decode function*
 (`DecodeFn`): `decode_in_process` here (CPU or one GPU, in this process), or the Ray one
@@ -34,7 +34,7 @@ class DecoderSpec:
 
 @dataclass(frozen=True, slots=True)
 class DecodeRequest:
-    """One sampled row to decode: `tokens` [T, 2] (semantic, acoustic) and its noise seed."""
+    """One picked row to decode: `tokens` [T, 2] (semantic, acoustic) and its noise seed."""
 
     index: int
     tokens: np.ndarray
@@ -66,7 +66,7 @@ class DecodeProgress(Protocol):
     def step(self, index: int, done: int, total: int) -> None:
         """Inside the decode of request `index`: `done` of `total` DDIM steps / vocoder passes."""
 
-    def sample_done(self, index: int) -> None:
+    def pick_done(self, index: int) -> None:
         """Request `index` is decoded (or failed)."""
 
 
@@ -109,7 +109,7 @@ def decode_one(codec, request: DecodeRequest, spec: DecoderSpec,
         return DecodeResult(np.asarray(wave, np.float32), "ok", None, time.perf_counter() - started)
     except ValueError as error:  # ids out of the vocabulary, malformed rows
         return DecodeResult(None, "bad_tokens", str(error), time.perf_counter() - started)
-    except Exception as error:  # noqa: BLE001 - the sample's status in the report, flagged as an error
+    except Exception as error:  # noqa: BLE001 - the pick's status in the report, flagged as an error
         return DecodeResult(None, "decode_failed", f"{type(error).__name__}: {error}", time.perf_counter() - started)
 
 
@@ -132,5 +132,5 @@ def decode_in_process(spec: DecoderSpec, requests: list[DecodeRequest],
             on_step = (lambda done, total, k=request.index: progress.step(k, done, total)) if progress else None
             results[request.index] = decode_one(codec, request, spec, on_step)
         if progress is not None:
-            progress.sample_done(request.index)
+            progress.pick_done(request.index)
     return DecodeOutcome(results, codec_error, synthetic_weights=codec.is_synthetic if codec is not None else None)

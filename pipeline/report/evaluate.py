@@ -1,6 +1,6 @@
-"""Evaluation of a spot check, without I/O: each sampled row's entry of report.json (status,
+"""Evaluation of a spot check, without I/O: each picked row's entry of report.json (status,
 notes, reconstruction metrics, the names of its media files) from its decode result and its
-original audio, and the aggregate over the samples."""
+original audio, and the aggregate over the picks."""
 
 from __future__ import annotations
 
@@ -20,16 +20,16 @@ DURATION_TOLERANCE_S = 0.05
 
 
 @dataclass(slots=True)
-class SampleEvaluation:
-    """The sample's report entry and the two waveforms its media are made of (None when absent)."""
+class PickEvaluation:
+    """The pick's report entry and the two waveforms its media are made of (None when absent)."""
 
     entry: dict
     original: np.ndarray | None
     decoded: np.ndarray | None
 
 
-def evaluate_sample(planned: PlannedRow, result: DecodeResult | None, fetched: tuple, *,
-                    unknown_uris: dict[str, str], codec_error: str | None = None) -> SampleEvaluation:
+def evaluate_pick(planned: PlannedRow, result: DecodeResult | None, fetched: tuple, *,
+                  unknown_uris: dict[str, str], codec_error: str | None = None) -> PickEvaluation:
     """`result`: the decode of the row (None when it was not decoded: an empty row, no codec);
     `fetched`: `fetch_original`'s (wave, reason, file seconds)."""
     row, k = planned.row, planned.request.index
@@ -91,7 +91,7 @@ def evaluate_sample(planned: PlannedRow, result: DecodeResult | None, fetched: t
             entry["status"] = "original_unavailable"
     if original is not None or decoded is not None:
         entry["spectrogram"] = f"img/{k:03d}_logmel.png"
-    return SampleEvaluation(entry, original, decoded)
+    return PickEvaluation(entry, original, decoded)
 
 
 def _finite(value) -> bool:
@@ -106,26 +106,26 @@ def _summary(values) -> dict:
             "min": min(values), "max": max(values)}
 
 
-def aggregate(samples: list[dict]) -> dict:
+def aggregate(picks: list[dict]) -> dict:
     """Counts by status, metric summaries overall and per primary label, decode time."""
-    with_metrics = [s for s in samples if s["metrics"]]
+    with_metrics = [s for s in picks if s["metrics"]]
     by_label: dict[str, list[dict]] = {}
-    for sample in with_metrics:
-        label = (sample["human_labels"] or sample["labels"] or ["(unlabelled)"])[0]
-        by_label.setdefault(label, []).append(sample)
+    for pick in with_metrics:
+        label = (pick["human_labels"] or pick["labels"] or ["(unlabelled)"])[0]
+        by_label.setdefault(label, []).append(pick)
     statuses: dict[str, int] = {}
-    for sample in samples:
-        statuses[sample["status"]] = statuses.get(sample["status"], 0) + 1
+    for pick in picks:
+        statuses[pick["status"]] = statuses.get(pick["status"], 0) + 1
     return {
-        "samples": len(samples),
-        "decoded": sum(1 for s in samples if s["audio"]["decoded"]),
+        "samples": len(picks),  # report.json's key (schemas/qa_report.v1.json)
+        "decoded": sum(1 for s in picks if s["audio"]["decoded"]),
         "with_metrics": len(with_metrics),
-        "original_unavailable": sum(1 for s in samples if not s["original"]["available"]),
+        "original_unavailable": sum(1 for s in picks if not s["original"]["available"]),
         "by_status": statuses,
         "metrics": {name: _summary([s["metrics"][name] for s in with_metrics]) for name in METRIC_NAMES},
         "by_label": {label: {"count": len(group),
                              "log_mel_distance_mean": statistics.fmean(s["metrics"]["log_mel_distance"] for s in group),
                              "mrstft_distance_mean": statistics.fmean(s["metrics"]["mrstft_distance"] for s in group)}
                      for label, group in sorted(by_label.items())},
-        "decode_seconds_total": sum(s["decode_s"] or 0.0 for s in samples),
+        "decode_seconds_total": sum(s["decode_s"] or 0.0 for s in picks),
     }

@@ -8,7 +8,7 @@ ERROR_EXIT_CODE = 1
 TOKEN_RATE_TOLERANCE = 0.02
 
 
-def build_flags(settings: dict, stats: dict, uris: dict, failures: dict, samples: list[dict], *,
+def build_flags(settings: dict, stats: dict, uris: dict, failures: dict, picks: list[dict], *,
                 mixed: list, codec_error: str | None, unreadable: list) -> list[dict]:
     """Errors first, then warnings, then notes."""
     flags = []
@@ -55,17 +55,17 @@ def build_flags(settings: dict, stats: dict, uris: dict, failures: dict, samples
     if failures["count"]:
         add("failures", "warning", failures["count"], f"{failures['count']} input(s) failed to tokenize: " +
             ", ".join(f"{k} {v}" for k, v in failures["by_type"].items()))
-    _sample_flags(add, settings, stats, samples)
+    _pick_flags(add, settings, stats, picks)
     return sorted(flags, key=lambda flag: SEVERITY_ORDER[flag["severity"]])
 
 
-def _sample_flags(add, settings: dict, stats: dict, samples: list[dict]) -> None:
-    """The flags of the decoded samples, and of the corpus's token rate."""
-    bad = [s for s in samples if s["status"] in ("bad_tokens", "decode_failed", "no_tokens")]
+def _pick_flags(add, settings: dict, stats: dict, picks: list[dict]) -> None:
+    """The flags of the decoded picks, and of the corpus's token rate."""
+    bad = [s for s in picks if s["status"] in ("bad_tokens", "decode_failed", "no_tokens")]
     if bad:
         add("decode_errors", "error", len(bad), f"{len(bad)} sampled row(s) could not be decoded: " +
             "; ".join(f"{s['id']}: {s['error']}" for s in bad[:5]))
-    unavailable = [s for s in samples if not s["original"]["available"]]
+    unavailable = [s for s in picks if not s["original"]["available"]]
     if unavailable:
         add("original_unavailable", "info", len(unavailable), f"{len(unavailable)} sampled row(s) have no original "
             "audio to compare with: " + "; ".join(f"{s['id']}: {s['original']['reason']}" for s in unavailable[:5]))

@@ -1,6 +1,6 @@
 """What a token output folder holds, before anything is decoded: its committed shards, failure
-shards and manifest, each shard's codec provenance, shards made with another codec than the first,
-the codec settings the report works with, and which checkpoint it may decode with.
+shards and run record (`manifest.json`), each shard's codec provenance, shards made with another
+codec than the first, the codec settings the report works with, and which checkpoint it may decode with.
 
 The checkpoint a corpus records is a URI from data (`pipeline/sources/uri_rule.py`): the report
 decodes with the user's --checkpoint, or with the recorded one only when the URI rule allows it
@@ -36,7 +36,7 @@ class Inventory:
     fs: object
     shards: list[str]
     failure_shards: list[str]
-    manifest: dict | None
+    run_record: dict | None
     provenances: list[dict] = field(default_factory=list)
     unreadable: list[dict] = field(default_factory=list)  # {shard, error}
     mixed: list[dict] = field(default_factory=list)  # {shard, identity}: not the first shard's codec
@@ -61,7 +61,7 @@ def take_inventory(tokens_url: str, storage_options: dict | None) -> Inventory:
     if not shards:
         raise SourceError(f"--tokens {tokens_url} holds no token shards ({TOKENS_DIR}/part-*.parquet): is it the "
                           "--output folder of a finished tokenize run?")
-    inventory = Inventory(fs, shards, output.committed_files(FAILURES_DIR), output.read_manifest())
+    inventory = Inventory(fs, shards, output.committed_files(FAILURES_DIR), output.read_run_record())
     reference = None
     for path in shards:
         provenance, error = read_provenance(fs, path)
@@ -77,16 +77,16 @@ def take_inventory(tokens_url: str, storage_options: dict | None) -> Inventory:
     return inventory
 
 
-def codec_settings(provenances: list[dict], manifest: dict | None, checkpoint: str | None) -> dict:
-    """Token rate, vocab sizes and checkpoint from shard metadata (first shard), else manifest.json;
+def codec_settings(provenances: list[dict], run_record: dict | None, checkpoint: str | None) -> dict:
+    """Token rate, vocab sizes and checkpoint from shard metadata (first shard), else the run record;
     `checkpoint` (the user's --checkpoint) overrides the recorded one."""
     source, settings = None, {}
     for provenance in provenances:
         if provenance.get("token_rate"):
             source, settings = "parquet metadata (pipeline.provenance)", provenance
             break
-    if not settings and manifest and (manifest.get("codec") or {}).get("token_rate"):
-        source, settings = "manifest.json codec", manifest["codec"]
+    if not settings and run_record and (run_record.get("codec") or {}).get("token_rate"):
+        source, settings = "manifest.json codec", run_record["codec"]
     out = {k: settings.get(k) for k in CODEC_KEYS if settings.get(k) is not None}
     out["settings_source"] = source or "none found: assumed"
     out.setdefault("token_rate", ASSUMED_TOKEN_RATE)

@@ -1,4 +1,4 @@
-"""The original audio of a sampled row: the span of the source object the row covers
+"""The original audio of a picked row: the span of the source object the row covers
 (`source_start_s`, `source_end_s`), fetched by its uri (local path or any fsspec URL), as mono
 16 kHz float32. A uri that cannot be fetched is a reason, never an exception: uris with a `#`
 suffix (tar members, Parquet rows) cannot be fetched directly, and a uri is a URI from data, read
@@ -49,7 +49,7 @@ def fetch_original(uri: str, start_s: float, seconds: float, storage_options: di
             data = audio.read(round(seconds * rate), dtype="float32", always_2d=True)[:, 0]
     except FileNotFoundError:
         return None, "original unavailable: unknown uri (not found)", None
-    except Exception as error:  # noqa: BLE001 - shown as the sample's reason: the report compares what it can
+    except Exception as error:  # noqa: BLE001 - shown as the pick's reason: the report compares what it can
         return None, f"original unavailable: {type(error).__name__}: {error}", None
     if data.size == 0:
         return None, "original unavailable: no samples at the row's position", file_s

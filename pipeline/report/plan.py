@@ -1,5 +1,5 @@
 """The plan of a spot check: which rows to decode (seeded, spread across shards and labels; see
-sampling.py) and what to decode of each (its first `max_decode_s` seconds, its own noise seed)."""
+picks.py) and what to decode of each (its first `max_decode_s` seconds, its own noise seed)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .decode import DecodeRequest
-from .sampling import index_rows, pick_samples, read_picked_rows
+from .picks import choose_picks, index_rows, read_picked_rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +36,7 @@ def decode_tokens_of(row: dict, frame_rate: float, max_decode_s: float | None) -
 
 
 def plan_rows(rows: list[dict], frame_rate: float, max_decode_s: float | None, seed: int) -> list[PlannedRow]:
-    """Sample k decodes with noise seed `seed + k`."""
+    """Pick k decodes with noise seed `seed + k`."""
     planned = []
     for k, row in enumerate(rows):
         tokens, usable = decode_tokens_of(row, frame_rate, max_decode_s)
@@ -45,6 +45,6 @@ def plan_rows(rows: list[dict], frame_rate: float, max_decode_s: float | None, s
     return planned
 
 
-def pick_rows(fs, shards: list[str], samples: int, seed: int) -> list[dict]:
-    """The full token rows of `samples` seeded picks."""
-    return read_picked_rows(fs, pick_samples(index_rows(fs, shards), samples, seed))
+def pick_rows(fs, shards: list[str], count: int, seed: int) -> list[dict]:
+    """The full token rows of `count` seeded picks."""
+    return read_picked_rows(fs, choose_picks(index_rows(fs, shards), count, seed))

@@ -1,6 +1,6 @@
 """PNG figures of the report (matplotlib, Agg backend: no display needed).
 
-Text from data (a sample's id in a title) is drawn as it is: mathtext and TeX are off for every
+Text from data (a picked row's id in a title) is drawn as it is: mathtext and TeX are off for every
 figure, so `a $x^$ b.wav` is a file name, not a formula matplotlib fails to parse."""
 
 from __future__ import annotations

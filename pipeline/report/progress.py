@@ -1,4 +1,4 @@
-"""Progress of a spot check on stderr: a bar over the sampled rows and, under it, a bar over the
+"""Progress of a spot check on stderr: a bar over the picked rows and, under it, a bar over the
 DDIM steps of the row being decoded (a row takes ~46 s on CPU at 4 steps: it must not look hung)."""
 
 from __future__ import annotations
@@ -7,17 +7,17 @@ import sys
 from typing import Self
 
 
-class SampleProgress:
+class PickProgress:
     """A `DecodeProgress` drawn with tqdm; close it (or use it as a context manager) when done."""
 
-    def __init__(self, samples: int, *, file=None, disable: bool = False) -> None:
+    def __init__(self, picks: int, *, file=None, disable: bool = False) -> None:
         from tqdm import tqdm
 
         self._tqdm = tqdm
         self._file = file or sys.stderr
         self._disable = disable
-        self.samples = tqdm(total=samples, desc="spot check", unit="row", file=self._file, disable=disable,
-                            dynamic_ncols=True)
+        self.picks = tqdm(total=picks, desc="spot check", unit="row", file=self._file, disable=disable,
+                          dynamic_ncols=True)
         self.steps = None
         self._current: int | None = None
 
@@ -31,10 +31,10 @@ class SampleProgress:
         if done > self.steps.n and not self.steps.update(done - self.steps.n):
             self.steps.refresh()  # steps are seconds apart: show each one (tqdm would skip some)
 
-    def sample_done(self, index: int) -> None:
+    def pick_done(self, index: int) -> None:
         self._close_steps()
-        if not self.samples.update(1):
-            self.samples.refresh()
+        if not self.picks.update(1):
+            self.picks.refresh()
 
     def _close_steps(self) -> None:
         if self.steps is not None:
@@ -43,7 +43,7 @@ class SampleProgress:
 
     def close(self) -> None:
         self._close_steps()
-        self.samples.close()
+        self.picks.close()
 
     def __enter__(self) -> Self:
         return self

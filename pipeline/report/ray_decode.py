@@ -7,7 +7,7 @@ import numpy as np
 
 
 class QADecodeActor:
-    """`ds.map_batches(QADecodeActor, ...)`: holds one codec with its decoder; rows of sampled
+    """`ds.map_batches(QADecodeActor, ...)`: holds one codec with its decoder; rows of picked
     tokens (index, semantic, acoustic, seed) → waveforms, through the report's `decode_one`."""
 
     def __init__(self, spec) -> None:
@@ -66,7 +66,7 @@ def decode_with_ray(spec, requests, progress=None):
         else:
             synthetic = bool(row["synthetic"])
         if progress is not None:
-            progress.sample_done(index)
+            progress.pick_done(index)
     codec_error = None
     if errors and len(errors) == 1 and len(results) == len([r for r in results.values() if r.status == "not_decoded"]):
         codec_error = next(iter(errors)).removeprefix("codec unavailable: ")

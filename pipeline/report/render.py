@@ -1,4 +1,4 @@
-"""Everything the report folder holds, written from evaluated data: each sample's WAV pair and
+"""Everything the report folder holds, written from evaluated data: each pick's WAV pair and
 spectrogram pair, the summary figures, report.json (schemas/qa_report.v1.json) and index.html."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from ..codecs.semanticodec.variants import SAMPLE_RATE_HZ
 from ..redaction import redact, redact_all
 from . import metrics as M
 from . import plots
-from .evaluate import METRIC_NAMES, SampleEvaluation
+from .evaluate import METRIC_NAMES, PickEvaluation
 from .html import write_html
 from .token_stats import STREAMS, TokenStats
 
@@ -29,30 +29,30 @@ def write_wav(path: Path, wave: np.ndarray) -> None:
     sf.write(path, np.clip(wave, -1.0, 1.0), SAMPLE_RATE_HZ, subtype="PCM_16")
 
 
-def write_sample_media(sample: SampleEvaluation, report_dir: Path) -> None:
-    """The files the sample's entry names (audio/NNN_*.wav, img/NNN_logmel.png). One sample's file
-    that cannot be made is left out of its entry with a note (one bad sample never loses the
+def write_pick_media(pick: PickEvaluation, report_dir: Path) -> None:
+    """The files the pick's entry names (audio/NNN_*.wav, img/NNN_logmel.png). One pick's file
+    that cannot be made is left out of its entry with a note (one bad pick never loses the
     report); an I/O error (a full disk, a read-only folder) stops the report."""
-    entry = sample.entry
-    for key, wave in (("original", sample.original), ("decoded", sample.decoded)):
+    entry = pick.entry
+    for key, wave in (("original", pick.original), ("decoded", pick.decoded)):
         if entry["audio"][key]:
             path = report_dir / entry["audio"][key]
             _or_note(entry, ("audio", key), lambda path=path, wave=wave: write_wav(path, wave))
     if entry["spectrogram"]:
         title = redact(f"{entry['id']} (chunk {entry['chunk_index']})")
         _or_note(entry, ("spectrogram",), lambda: plots.spectrogram_pair(
-            M.log_mel(sample.original) if sample.original is not None else None,
-            M.log_mel(sample.decoded) if sample.decoded is not None else None,
+            M.log_mel(pick.original) if pick.original is not None else None,
+            M.log_mel(pick.decoded) if pick.decoded is not None else None,
             report_dir / entry["spectrogram"], title))
 
 
 def _or_note(entry: dict, where: tuple[str, ...], make) -> None:
-    """`make()`, or (it failed on this sample's data) the entry's file at `where` set to None and a note."""
+    """`make()`, or (it failed on this pick's data) the entry's file at `where` set to None and a note."""
     try:
         make()
     except (OSError, MemoryError):
         raise
-    except Exception as error:  # noqa: BLE001 - this sample's data: the report goes on without the file
+    except Exception as error:  # noqa: BLE001 - this pick's data: the report goes on without the file
         holder = entry
         for key in where[:-1]:
             holder = holder[key]
@@ -62,7 +62,7 @@ def _or_note(entry: dict, where: tuple[str, ...], make) -> None:
         holder[where[-1]] = None
 
 
-def write_figures(stats: TokenStats, stats_dict: dict, samples: list[dict], frame_rate: float,
+def write_figures(stats: TokenStats, stats_dict: dict, picks: list[dict], frame_rate: float,
                   report_dir: Path) -> dict:
     """The summary figures; {name: path relative to the report folder, or None when not drawn}."""
     per_row = stats_dict["tokens_per_second"]["per_row_histogram"]
@@ -73,7 +73,7 @@ def write_figures(stats: TokenStats, stats_dict: dict, samples: list[dict], fram
         "tokens_per_second": plots.tokens_per_second(
             per_row["edges"], per_row["counts"], frame_rate, report_dir / "img" / "tokens_per_second.png"),
         "metric_distributions": plots.metric_distributions(
-            {name: [s["metrics"][name] for s in samples if s["metrics"]] for name in METRIC_NAMES},
+            {name: [s["metrics"][name] for s in picks if s["metrics"]] for name in METRIC_NAMES},
             report_dir / "img" / "metric_distributions.png"),
     }
     return {k: (str(Path(v).relative_to(report_dir)) if v else None) for k, v in figures.items()}

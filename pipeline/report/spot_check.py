@@ -1,5 +1,5 @@
-"""The decode-sampling QA stage: `run_spot_check` reads a token output folder, decodes a seeded
-sample of rows back to audio, compares them with the original audio, computes whole-corpus token
+"""The QA spot check: `run_spot_check` reads a token output folder, decodes seeded picks of its
+rows back to audio, compares them with the original audio, computes whole-corpus token
 statistics and writes `index.html`, `report.json`, WAV files and PNG figures into a report folder.
 
 It only wires the steps, each a module with one job:
@@ -31,13 +31,13 @@ from . import REPORT_SCHEMA, REPORT_SCHEMA_VERSION
 from . import metrics as M
 from .config import SpotCheckConfig
 from .decode import DecodeFn, DecodeOutcome, DecoderSpec, decode_in_process
-from .evaluate import aggregate, evaluate_sample
+from .evaluate import aggregate, evaluate_pick
 from .flags import build_flags, report_exit_code
 from .inventory import codec_settings, decoder_checkpoint, take_inventory
 from .originals import fetch_original, row_span_start
 from .plan import pick_rows, plan_rows
-from .progress import SampleProgress
-from .render import write_figures, write_report, write_sample_media
+from .progress import PickProgress
+from .render import write_figures, write_pick_media, write_report
 from .token_stats import check_uris, classify_uri, failure_stats, scan_tokens
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def _check_uris(uris: dict[str, dict], rule: UriRule, storage_options: dict | No
 def run_spot_check(config: SpotCheckConfig, decode_fn: DecodeFn | None = None, progress: bool = True) -> dict:
     """Run the whole QA stage; returns the report dict (also written as report.json).
 
-    `decode_fn` decodes the sampled rows (default `decode_in_process`); with `config.ray` the caller
+    `decode_fn` decodes the picked rows (default `decode_in_process`); with `config.ray` the caller
     passes `pipeline.report.ray_decode.decode_with_ray` (and has started Ray). `progress`: tqdm bars on
     stderr over the rows and over the DDIM steps of each row (none with `config.quiet`)."""
     if decode_fn is None:
@@ -89,7 +89,7 @@ def run_spot_check(config: SpotCheckConfig, decode_fn: DecodeFn | None = None, p
     rule = UriRule(config.tokens, allowed_prefixes=tuple(config.allow_uri_prefix or ()), what="the corpus folder")
     inventory = take_inventory(config.tokens, storage_options)
     report_dir = prepare_report_dir(config.report)  # after the corpus check: a mistake leaves no empty folder
-    settings = codec_settings(inventory.provenances, inventory.manifest, config.checkpoint)
+    settings = codec_settings(inventory.provenances, inventory.run_record, config.checkpoint)
     checkpoint, checkpoint_refused = decoder_checkpoint(settings, (inventory.provenances or [None])[0], rule,
                                                         storage_options)
     settings["checkpoint"] = checkpoint
@@ -113,25 +113,25 @@ def run_spot_check(config: SpotCheckConfig, decode_fn: DecodeFn | None = None, p
     outcome = DecodeOutcome({}, codec_error=checkpoint_refused, in_process=decode_fn is decode_in_process)
     if requests and not checkpoint_refused:
         log.info("decoding %d sampled rows (%d DDIM steps)", len(requests), config.ddim_steps)
-        with SampleProgress(len(requests), disable=not progress or config.quiet) as bar:
+        with PickProgress(len(requests), disable=not progress or config.quiet) as bar:
             outcome = decode_fn(spec, requests, bar)
     if outcome.synthetic_weights:
         settings["synthetic_weights"] = True
 
     unknown = {r["uri"]: r["status"] for r in uris["rows"]}
-    samples = []
+    picks = []
     for plan in planned:
         row = plan.row
         fetched = fetch_original(row["uri"], row_span_start(row), plan.seconds, storage_options, rule=rule)
-        evaluation = evaluate_sample(plan, outcome.results.get(plan.request.index), fetched, unknown_uris=unknown,
-                                     codec_error=outcome.codec_error)
-        write_sample_media(evaluation, report_dir)
-        samples.append(evaluation.entry)
+        evaluation = evaluate_pick(plan, outcome.results.get(plan.request.index), fetched, unknown_uris=unknown,
+                                   codec_error=outcome.codec_error)
+        write_pick_media(evaluation, report_dir)
+        picks.append(evaluation.entry)
 
     stats_dict = stats.to_dict()
-    figures = write_figures(stats, stats_dict, samples, frame_rate, report_dir)
+    figures = write_figures(stats, stats_dict, picks, frame_rate, report_dir)
     optional = M.optional_metric_packages()
-    flags = build_flags(settings, stats_dict, uris, failures, samples, mixed=inventory.mixed,
+    flags = build_flags(settings, stats_dict, uris, failures, picks, mixed=inventory.mixed,
                         codec_error=outcome.codec_error, unreadable=unreadable)
     report = {
         "schema": REPORT_SCHEMA,
@@ -144,14 +144,15 @@ def run_spot_check(config: SpotCheckConfig, decode_fn: DecodeFn | None = None, p
                    "samples_requested": config.samples, "samples_picked": len(planned),
                    "per_sample_seed": "seed + sample index", "in_process": outcome.in_process},
         "corpus": {"token_shards": len(inventory.shards), "failure_shards": len(inventory.failure_shards),
-                   "manifest": inventory.manifest is not None, "mixed_provenance": inventory.mixed,
+                   "manifest": inventory.run_record is not None,  # the key is the report's contract
+                   "mixed_provenance": inventory.mixed,
                    "unreadable_shards": unreadable},
         "flags": flags,
         "token_stats": stats_dict,
         "uris": uris,
         "failures": failures,
-        "samples": samples,
-        "aggregate": aggregate(samples),
+        "samples": picks,  # the key is the report's contract
+        "aggregate": aggregate(picks),
         "metric_notes": {
             **METRIC_NOTES,
             "pesq": "wide-band PESQ on speech rows" + ("" if optional["pesq"] else ": not computed, the optional "
@@ -162,7 +163,7 @@ def run_spot_check(config: SpotCheckConfig, decode_fn: DecodeFn | None = None, p
             "optional_packages": optional,
         },
         "files": {"index_html": "index.html", "report_json": "report.json", "figures": figures},
-        "timings": {"scan_s": scan_s, "decode_s": sum(s["decode_s"] or 0.0 for s in samples), "total_s": 0.0},
+        "timings": {"scan_s": scan_s, "decode_s": sum(s["decode_s"] or 0.0 for s in picks), "total_s": 0.0},
     }
     report["timings"]["total_s"] = time.perf_counter() - started
     return write_report(report, report_dir)

@@ -15,12 +15,12 @@ from .manifest import MANIFEST_SUFFIXES, ManifestSource
 from .tar import TarSource
 from .uri_rule import UriOutsideRule, UriRule, allowed_locations
 from .uris import is_member_uri, split_member_uri
-from .work_list import WorkList
+from .work_list import WorkList, list_work
 
 __all__ = [
     "AUDIO_EXTENSIONS", "ID_RULE_VERSION", "MAX_ID_CHARS", "AudioSetSource", "FilesSource", "HFParquetSource",
     "ManifestSource", "Source", "TarSource", "UriOutsideRule", "UriRule", "WorkList", "WorkUnit", "dedupe_units",
-    "find_duplicate_ids", "id_problem", "is_member_uri", "open_source", "split_member_uri",
+    "find_duplicate_ids", "id_problem", "is_member_uri", "list_work", "open_source", "split_member_uri",
 ]
 
 LOOKED_FOR = ("audio files (" + ", ".join(AUDIO_EXTENSIONS) + "), .tar shards, Parquet with an HF audio column, "

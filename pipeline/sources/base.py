@@ -83,7 +83,7 @@ class Source:
     def list_units(self) -> list[WorkUnit]:
         """Every unit of the source, in a stable order; a user's mistake is a `SourceError`."""
         with user_errors(self.url):
-            return list(self._iter_units())
+            return list(self.iter_units())
 
     def remember_listing(self, found: list[str]) -> None:
         """The files `open_source` found at the source's URL while telling its kind: its listing uses
@@ -99,16 +99,9 @@ class Source:
         state.pop("_found", None)
         return state
 
-    def work_list(self):
-        """`list_units` as columns (`work_list.WorkList`), built as the listing goes: what a run's
-        driver holds (about the bytes of the ids and URIs, where objects cost a kilobyte each)."""
-        from .work_list import WorkList
-
-        with user_errors(self.url):
-            return WorkList.from_units(self._iter_units())
-
-    def _iter_units(self) -> Iterator[WorkUnit]:
-        """The units, as the listing finds them (sources that list row by row stream them)."""
+    def iter_units(self) -> Iterator[WorkUnit]:
+        """The units, as the listing finds them (sources that list row by row stream them); the
+        caller maps user errors (`user_errors`). `work_list.list_work` keeps them as columns."""
         return iter(self._list_units())
 
     def _list_units(self) -> list[WorkUnit]:

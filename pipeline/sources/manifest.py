@@ -240,9 +240,9 @@ class ManifestSource(FilesSource):
     kind = "manifest"
 
     def _list_units(self) -> list[WorkUnit]:
-        return list(self._iter_units())
+        return list(self.iter_units())
 
-    def _iter_units(self) -> Iterator[WorkUnit]:
+    def iter_units(self) -> Iterator[WorkUnit]:
         fs, path = self.filesystem()
         rows = iter_rows(fs, path)
         first = list(itertools.islice(rows, COLUMNS_FROM_ROWS))

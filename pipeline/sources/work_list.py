@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..records import SourceItem
-from .base import WorkUnit
+from .base import Source, WorkUnit, user_errors
 
 WORK_SCHEMA = pa.schema([
     ("key", pa.string()),
@@ -40,6 +40,13 @@ WORK_SCHEMA = pa.schema([
     ("duplicates", pa.binary()),
 ])
 BATCH_UNITS = 65_536  # units turned into columns at a time while listing
+
+
+def list_work(source: Source) -> WorkList:
+    """Every unit of `source` as columns, built as the listing goes (a user's mistake is a
+    `SourceError`, as for `Source.list_units`)."""
+    with user_errors(source.url):
+        return WorkList.from_units(source.iter_units())
 
 
 def units_table(units: list[WorkUnit]) -> pa.Table:

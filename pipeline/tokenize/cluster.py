@@ -54,8 +54,8 @@ class ClusterView:
     def work_off_the_driver(self, gpus_wanted: int) -> str | None:
         """Why the run's tasks and actors may run on another node than the driver's (None: they
         cannot). Nodes that an autoscaler adds later count too: a head that offers no CPU (as the
-        KubeRay and AWS manifests' heads) leaves all the work to workers, and GPU encoders that
-        the cluster cannot hold now make the autoscaler add nodes."""
+        heads of the KubeRay specs and the AWS cluster config) leaves all the work to workers, and GPU
+        encoders that the cluster cannot hold now make the autoscaler add nodes."""
         if len(self.nodes) > 1:
             return f"this Ray cluster has {len(self.nodes)} nodes"
         driver = next((n for n in self.nodes if n.node_id == self.driver_node_id), None)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from ..environment import check_libraries
 from ..errors import CheckpointError, ConfigError, OutputError, SourceError, UserError
 from ..fsutil import options_for, protocol_of, unknown_protocol
-from ..sources import dedupe_units, open_source
+from ..sources import dedupe_units, list_work, open_source
 from .config import TokenizeConfig
 
 # Settings that must be at least this much (None = not set, allowed where the default is None).
@@ -100,7 +100,7 @@ def open_config_source(config: TokenizeConfig, storage_options: dict) -> tuple[o
                          split=source_split(config), storage_options=storage_options,
                          read_retries=config.read_retries, missing_inputs=config.missing_inputs,
                          dedupe=config.dedupe, allow_uri_prefixes=config.allow_uri_prefix or ())
-    return source, dedupe_units(source.work_list(), config.dedupe)
+    return source, dedupe_units(list_work(source), config.dedupe)
 
 
 def source_split(config) -> str | None:

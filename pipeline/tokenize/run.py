@@ -1,5 +1,5 @@
 """The tokenize run on Ray Data: the plan's units → read+decode (CPU tasks) → encode (actor pool,
-one per GPU) → write shards (tasks) → manifest. `run_tokenize(config, plan)` does what
+one per GPU) → write shards (tasks) → the run record. `run_tokenize(config, plan)` does what
 `plan.plan_run` found to do; it needs a running Ray (the job script starts or joins one) unless the
 plan has nothing to do. The stages are the adapters of `stages.py`; this module only wires them and
 keeps the books.
@@ -20,7 +20,7 @@ from ..codecs.semanticodec.variants import SEGMENT_SAMPLES
 from ..errors import Interrupted
 from ..fsutil import options_for
 from ..output.lease import WriterLease
-from ..output.run_manifest import manifest_from_counts, output_counts
+from ..output.run_record import output_counts, run_record_from_counts
 from ..output.summary import ShardSummary
 from .cluster import ClusterView, check_cluster_paths
 from .config import TokenizeConfig
@@ -68,10 +68,10 @@ def bound_buffers(context, config: TokenizeConfig, *, encoders: int, batch_rows:
 
 
 def run_tokenize(config: TokenizeConfig, plan: RunPlan, *, progress: bool = True) -> dict:
-    """Do what `plan` (`plan.plan_run`) left to do; returns the manifest. Raises UserError subclasses
+    """Do what `plan` (`plan.plan_run`) left to do; returns the run record. Raises UserError subclasses
     for the user's mistakes and `Interrupted` on Ctrl-C (the shards committed stay; the count is the
     output's, from a listing: a caller that stops Ray after it counts again, `RunPlan.shards_committed`).
-    A plan with nothing to do needs no Ray and keeps the manifest as it is (unless it is missing or
+    A plan with nothing to do needs no Ray and keeps the run record as it is (unless it is missing or
     behind the output's shards). The plan's writer lease is the caller's to release."""
     started = time.time()
     if plan.nothing_to_do:
@@ -167,25 +167,25 @@ def _dataset(config: TokenizeConfig, plan: RunPlan, resources: EncoderResources)
 
 
 def _finish(config: TokenizeConfig, plan: RunPlan, run: ShardSummary, encoder: dict, wall_time_s: float) -> dict:
-    """Write the manifest (this run's record added to the earlier ones) and the dataset card."""
+    """Write the run record (this run added to the earlier ones) and the dataset card."""
     from ..output.dataset_card import write_dataset_card
 
-    manifest = manifest_from_counts(config=config, source_kind=plan.source.kind, keys=plan.keys, run=run,
-                                    encoder=encoder, wall_time_s=wall_time_s, resumed=plan.resumed,
-                                    earlier=plan.output.read_manifest())
-    plan.output.write_manifest(manifest)
+    run_record = run_record_from_counts(config=config, source_kind=plan.source.kind, keys=plan.keys, run=run,
+                                      encoder=encoder, wall_time_s=wall_time_s, resumed=plan.resumed,
+                                      earlier=plan.output.read_run_record())
+    plan.output.write_run_record(run_record)
     write_dataset_card(config.output, config.storage_options() or None)
-    return manifest
+    return run_record
 
 
 def _finish_idle(config: TokenizeConfig, plan: RunPlan, started: float) -> dict:
-    """Nothing was left to do: the manifest stays as it is, unless it is missing or behind the output's
+    """Nothing was left to do: the run record stays as it is, unless it is missing or behind the output's
     shards (a run killed after its last commit), when it is written with a record of this run."""
-    manifest = plan.output.read_manifest()
-    if manifest is not None and manifest.get("counts") == output_counts(plan.keys):
+    run_record = plan.output.read_run_record()
+    if run_record is not None and run_record.get("counts") == output_counts(plan.keys):
         log.info("nothing left to do: every input of the source is accounted for in %s", config.output)
-        return manifest
-    log.info("the output's manifest is %s: writing it", "missing" if manifest is None else "behind its shards")
+        return run_record
+    log.info("the output's manifest is %s: writing it", "missing" if run_record is None else "behind its shards")
     encoder = {"batch_rows": config.max_batch_windows, "num_encoders": 0, "device": "none"}
     return _finish(config, plan, ShardSummary(), encoder, time.time() - started)
 

@@ -259,7 +259,7 @@ def _write(batch: pa.Table, output, previous: dict) -> ShardSummary:
 
     records = batch_to_records(batch)
     # the tokens' footer: the codec's provenance and the version of the pipeline that wrote them (the
-    # run's settings are the manifest's)
+    # run's settings are the run record's)
     provenance = json.loads(batch.column("provenance_json")[0].as_py()) if len(records) else {}
     summary = write_records(output, records, {**provenance, "pipeline_version": __version__},
                             batch.column("unit").to_pylist(), previous)

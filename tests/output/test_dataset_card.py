@@ -41,7 +41,7 @@ def test_load_dataset_reads_tokens_and_failures_configs(tmp_path):
     output = make_output(tmp_path / "OUT", failures=True)
     with pytest.raises(Exception, match="column names don't match|generating the dataset"):
         load(tmp_path / "OUT", tmp_path=tmp_path / "before")  # tokens/ and failures/ side by side, no card
-    output.write_manifest({"codec": CODEC, "source": {"url": "/data/clips", "kind": "folder"},
+    output.write_run_record({"codec": CODEC, "source": {"url": "/data/clips", "kind": "folder"},
                            "counts": {"inputs": 4, "tokenized": 3, "failed": 1, "token_rows": 3,
                                       "failures_by_type": {"AudioDecodeError": 1}},
                            "totals": {"audio_hours": 0.5, "tokens": 24}})
@@ -63,7 +63,7 @@ def test_load_dataset_reads_tokens_and_failures_configs(tmp_path):
 
 def test_card_without_failures_has_only_the_tokens_config(tmp_path):
     make_output(tmp_path / "OUT", failures=False, codec={**CODEC, "synthetic_weights": True})
-    write_dataset_card(str(tmp_path / "OUT"), repo_id="someone/audio-tokens")  # no manifest yet: shard provenance
+    write_dataset_card(str(tmp_path / "OUT"), repo_id="someone/audio-tokens")  # no run record yet: shard provenance
     card = (tmp_path / "OUT" / CARD_FILE).read_text()
     front = card.split("---")[1]
     assert "config_name: tokens" in front and "failures" not in front

@@ -64,7 +64,7 @@ TOKENS_NOTE = "tokens/notes.txt"
 
 def test_files_to_push_are_the_committed_data_and_the_card(tmp_path):
     output = make_output(tmp_path / "OUT", failures=True)
-    output.write_manifest({"counts": {}})
+    output.write_run_record({"counts": {}})
     with_clutter(tmp_path / "OUT")
     files = files_to_push(str(tmp_path / "OUT"))
     tokens = sorted(p.name for p in (tmp_path / "OUT" / "tokens").glob("part-*.parquet"))
@@ -75,7 +75,7 @@ def test_files_to_push_are_the_committed_data_and_the_card(tmp_path):
 
 
 def test_push_uploads_exactly_those_files_in_bounded_commits(tmp_path, monkeypatch):
-    make_output(tmp_path / "OUT", failures=True).write_manifest({"counts": {"tokenized": 3}})
+    make_output(tmp_path / "OUT", failures=True).write_run_record({"counts": {"tokenized": 3}})
     with_clutter(tmp_path / "OUT")
     monkeypatch.setattr(hub_push, "HfApi", RecordingHub)
     monkeypatch.setattr(hub_push, "FILES_PER_COMMIT", 2)

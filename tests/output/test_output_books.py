@@ -260,9 +260,9 @@ def test_a_folder_resolves_its_filesystem_once(tmp_path, monkeypatch):
     output = OutputFolder(str(tmp_path / "out"))
     output.probe_writable()
     write_records(output, [encoded("a"), Failure("b", "/b", "decode", "AudioDecodeError", "bad")], {"codec": "x"})
-    output.write_manifest({"counts": {}})
+    output.write_run_record({"counts": {}})
     keys = output.committed_keys()
-    assert (keys.token_rows, keys.failed_ids().to_pylist(), output.read_manifest()) == (1, ["b"], {"counts": {}})
+    assert (keys.token_rows, keys.failed_ids().to_pylist(), output.read_run_record()) == (1, ["b"], {"counts": {}})
     assert output.files().keys() >= {"manifest.json"} and len(output.committed_files(TOKENS_DIR)) == 1
     assert resolved == [str(tmp_path / "out")]
 

@@ -1,5 +1,5 @@
 """What an output folder records carries no credential: the rows of tokens/, failures/ and
-retryable/, the shards' provenance, manifest.json and the dataset card (README.md)."""
+retryable/, the shards' provenance, the run record (manifest.json) and the dataset card (README.md)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from pipeline.output.dataset_card import write_dataset_card
 from pipeline.output.folder import CommittedKeys, OutputFolder
-from pipeline.output.run_manifest import manifest_from_counts
+from pipeline.output.run_record import run_record_from_counts
 from pipeline.output.shards import write_records
 from pipeline.output.summary import ShardSummary
 from pipeline.records import ChunkInfo, EncodedChunk, Failure
@@ -47,18 +47,18 @@ def test_an_id_made_from_a_presigned_uri_is_redacted_and_the_read_keeps_the_sign
     assert row_item({"uri": SIGNED.replace("b00c5b00c5", "0therS1g")}, rule=rule).id == item.id
 
 
-def test_manifest_and_dataset_card_are_redacted(tmp_path):
+def test_run_record_and_dataset_card_are_redacted(tmp_path):
     output = OutputFolder(str(tmp_path))
     config = TokenizeConfig(source=SIGNED, output="s3://K3Y:S3CR3T@bucket/run1", checkpoint="synthetic:small",
                             semantic_vocab_size=4096)
-    manifest = manifest_from_counts(config=config, source_kind="files", keys=CommittedKeys(), run=ShardSummary(),
+    run_record = run_record_from_counts(config=config, source_kind="files", keys=CommittedKeys(), run=ShardSummary(),
                                     encoder={"batch_rows": 16, "num_encoders": 1, "device": "cpu"},
                                     wall_time_s=1.0, resumed=False)
-    text = json.dumps(manifest)
+    text = json.dumps(run_record)
     assert not [s for s in SECRETS if s in text]
-    assert manifest["source"]["url"].startswith("https://b.s3.amazonaws.com/a.wav?X-Amz-Algorithm=REDACTED")
-    assert manifest["run"]["config"]["output"] == "s3://REDACTED@bucket/run1"
-    output.write_manifest({**manifest, "source": {"url": SIGNED, "kind": "files"}})  # an older, unredacted one
+    assert run_record["source"]["url"].startswith("https://b.s3.amazonaws.com/a.wav?X-Amz-Algorithm=REDACTED")
+    assert run_record["run"]["config"]["output"] == "s3://REDACTED@bucket/run1"
+    output.write_run_record({**run_record, "source": {"url": SIGNED, "kind": "files"}})  # an older, unredacted one
     card = (tmp_path / "README.md")
     write_dataset_card(str(tmp_path), repo_id="https://K3Y:S3CR3T@hub.example/datasets/x")
     assert not [s for s in SECRETS if s in card.read_text()]

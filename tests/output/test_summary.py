@@ -1,6 +1,6 @@
 """A write task's summary (`ShardSummary`): what `write_records` reports, how Ray Data carries it, how
 the driver adds it up; footers hold the codec's provenance, and those written with run settings in
-it (before they were kept out) still give a manifest whose codec is the codec's alone."""
+it (before they were kept out) still give a run record whose codec is the codec's alone."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.output.folder import OutputFolder
-from pipeline.output.run_manifest import manifest_from_counts
+from pipeline.output.run_record import run_record_from_counts
 from pipeline.output.shards import write_records
 from pipeline.output.summary import ShardSummary
 from pipeline.records import STAGE_READ, ChunkInfo, EncodedChunk, Failure
@@ -56,7 +56,7 @@ def test_summaries_add_up_and_a_total_keeps_counts_only():
     assert counts.rows == 4 and counts.failure_types == total.failure_types
 
 
-def test_run_settings_in_footers_of_earlier_outputs_stay_out_of_the_manifests_codec(tmp_path):
+def test_run_settings_in_footers_of_earlier_outputs_stay_out_of_the_run_records_codec(tmp_path):
     output = OutputFolder(str(tmp_path))
     codec = {"codec": "semanticodec", "variant": "semanticodec-r100-v4096", "dtype": "float32", "files": {}}
     write_records(output, [encoded("a")], {**codec, "pipeline_version": "0.9", "batch_size": 16,
@@ -64,11 +64,11 @@ def test_run_settings_in_footers_of_earlier_outputs_stay_out_of_the_manifests_co
     keys = output.committed_keys()
     assert keys.provenance["batch_size"] == 16  # such a footer is read as it is
     config = TokenizeConfig(source="/in", output=str(tmp_path), checkpoint="synthetic:small", semantic_vocab_size=4096)
-    manifest = manifest_from_counts(config=config, source_kind="files", keys=keys, run=ShardSummary(),
+    run_record = run_record_from_counts(config=config, source_kind="files", keys=keys, run=ShardSummary(),
                                     encoder={"batch_rows": 8, "num_encoders": 1, "device": "cpu"},
                                     wall_time_s=1.0, resumed=True)
-    assert manifest["codec"] == codec
-    assert manifest["run"]["batch_size"] == 8 and manifest["counts"]["tokenized"] == 1
+    assert run_record["codec"] == codec
+    assert run_record["run"]["batch_size"] == 8 and run_record["counts"]["tokenized"] == 1
 
 
 def test_each_shards_footer_reads_back_as_the_summary_its_write_reported(tmp_path):

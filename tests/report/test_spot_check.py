@@ -1,4 +1,4 @@
-"""The decode-sampling QA stage (jobs/spot_check.py) on a small corpus with planted bad rows, and
+"""The QA spot check (jobs/spot_check.py) on a small corpus with planted bad rows, and
 its HTML report rendered in headless Chromium.
 
 The corpus: two clips encoded with the small synthetic rate-100 checkpoint (`synthetic:small`, with
@@ -29,7 +29,7 @@ from pipeline.output.folder import OutputFolder, failures_table, tokens_table
 from pipeline.output.schema import SCHEMA_DIR
 from pipeline.report.config import SpotCheckConfig
 from pipeline.report.flags import report_exit_code
-from pipeline.report.sampling import pick_samples
+from pipeline.report.picks import choose_picks
 from pipeline.sources.uri_rule import UriRule
 
 REPO = Path(__file__).resolve().parents[2]
@@ -150,26 +150,26 @@ def test_spot_check_reports_bad_rows_and_metrics(corpus, report):
         assert kind in flags, (kind, sorted(flags))
     assert flags["failures"]["count"] == 2
 
-    # every row was sampled (6 of 6); the bad ones are reported, the good ones compared
-    samples = _by_id(data["samples"])
-    assert set(samples) == {r["id"] for r in rows}
-    oov = samples[PLANTED["oov"]]
+    # every row was picked (6 of 6); the bad ones are reported, the good ones compared
+    picks = _by_id(data["samples"])
+    assert set(picks) == {r["id"] for r in rows}
+    oov = picks[PLANTED["oov"]]
     assert oov["status"] == "bad_tokens" and "acoustic ids must be in [0, 8192)" in oov["error"]
     assert "archive member" in oov["original"]["reason"]
-    unknown = samples[PLANTED["unknown"]]
+    unknown = picks[PLANTED["unknown"]]
     assert unknown["status"] == "original_unavailable" and "unknown uri" in unknown["original"]["reason"]
     assert unknown["audio"]["decoded"] and not unknown["metrics"]
     for name in (SPEECH, MUSIC, PLANTED["degenerate"], PLANTED["mismatch"]):
-        sample = samples[name]
-        assert sample["status"] == "ok", sample
+        pick = picks[name]
+        assert pick["status"] == "ok", pick
         for metric in ("log_mel_distance", "mrstft_distance"):
-            assert math.isfinite(sample["metrics"][metric]) and sample["metrics"][metric] > 0
+            assert math.isfinite(pick["metrics"][metric]) and pick["metrics"][metric] > 0
         for key in ("original", "decoded"):
-            wave, rate = sf.read(report["dir"] / sample["audio"][key])
+            wave, rate = sf.read(report["dir"] / pick["audio"][key])
             assert rate == 16000 and len(wave) > 0
-        assert (report["dir"] / sample["spectrogram"]).stat().st_size > 5000
-    assert samples[SPEECH]["speech"] and not samples[MUSIC]["speech"]
-    assert abs(samples[MUSIC]["metrics"]["compared_s"] - 1.5) < 0.01
+        assert (report["dir"] / pick["spectrogram"]).stat().st_size > 5000
+    assert picks[SPEECH]["speech"] and not picks[MUSIC]["speech"]
+    assert abs(picks[MUSIC]["metrics"]["compared_s"] - 1.5) < 0.01
     assert data["aggregate"]["metrics"]["log_mel_distance"]["count"] == 4
     assert "ViSQOL" in data["metric_notes"]["visqol"]
     for path in data["files"]["figures"].values():
@@ -205,32 +205,32 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     done = subprocess.run(base + ["--dump-dom", index.as_uri()], capture_output=True, text=True, timeout=120)
     dom = done.stdout
     assert 'id="metrics-table"' in dom, done.stderr[-2000:]
-    samples = report["json"]["samples"]
-    for sample in samples:
-        assert f'id="sample-{sample["index"]}"' in dom
+    picks = report["json"]["samples"]
+    for pick in picks:
+        assert f'id="sample-{pick["index"]}"' in dom
         for key in ("original", "decoded"):
-            if sample["audio"][key]:
-                assert f'<audio controls="" preload="metadata" src="{sample["audio"][key]}">' in dom
-        if sample["spectrogram"]:
-            assert f'src="{sample["spectrogram"]}"' in dom
-    assert dom.count("<audio") == sum(bool(s["audio"][k]) for s in samples for k in ("original", "decoded")) >= 9
-    assert dom.count("<img") >= 4 + sum(bool(s["spectrogram"]) for s in samples)
+            if pick["audio"][key]:
+                assert f'<audio controls="" preload="metadata" src="{pick["audio"][key]}">' in dom
+        if pick["spectrogram"]:
+            assert f'src="{pick["spectrogram"]}"' in dom
+    assert dom.count("<audio") == sum(bool(s["audio"][k]) for s in picks for k in ("original", "decoded")) >= 9
+    assert dom.count("<img") >= 4 + sum(bool(s["spectrogram"]) for s in picks)
     assert 'class="flags"' in dom and "out_of_vocab" in dom and PLANTED["unknown"] in dom
-    for relative in (s["audio"][k] for s in samples for k in ("original", "decoded") if s["audio"][k]):
+    for relative in (s["audio"][k] for s in picks for k in ("original", "decoded") if s["audio"][k]):
         assert (report["dir"] / relative).is_file()  # relative media resolve beside index.html
 
 
-def test_sampling_is_seeded_and_spread_across_shards_and_labels():
+def test_picks_are_seeded_and_spread_across_shards_and_labels():
     groups = {f"s{s}": {} for s in range(4)}
     for s in range(4):
         for r in range(9):
             groups[f"s{s}"].setdefault(["Speech", "Music", "Dog"][r % 3] if s < 3 else "Speech", []).append(r)
-    picks = pick_samples(groups, 8, seed=1)
-    assert picks == pick_samples(groups, 8, seed=1) and picks != pick_samples(groups, 8, seed=2)
+    picks = choose_picks(groups, 8, seed=1)
+    assert picks == choose_picks(groups, 8, seed=1) and picks != choose_picks(groups, 8, seed=2)
     assert len({(p["shard"], p["row"]) for p in picks}) == 8
     assert all(sum(p["shard"] == s for p in picks) == 2 for s in ("s0", "s1", "s2", "s3"))
     assert {p["label"] for p in picks} == {"Speech", "Music", "Dog"}
-    assert len(pick_samples(groups, 100, seed=0)) == 36
+    assert len(choose_picks(groups, 100, seed=0)) == 36
 
 
 def test_expected_frames_follow_the_pipeline_trim():

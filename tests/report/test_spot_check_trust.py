@@ -97,15 +97,15 @@ def test_a_corpus_on_s3_reaches_no_local_file_no_server_and_no_weights(tmp_path,
             assert decoder.checkpoints == []  # nothing decoded with weights the corpus names
             flags = {f["kind"]: f for f in report["flags"]}
             assert "the URI rule" in flags["codec_unavailable"]["message"] and "--checkpoint" in flags["codec_unavailable"]["message"]
-            samples = {s["id"]: s for s in report["samples"]}
-            assert samples["good"]["original"]["available"] is True
-            for id, sample in samples.items():
+            picks = {s["id"]: s for s in report["samples"]}
+            assert picks["good"]["original"]["available"] is True
+            for id, pick in picks.items():
                 if id != "good":
-                    assert sample["original"]["available"] is False and sample["audio"]["original"] is None, id
+                    assert pick["original"]["available"] is False and pick["audio"]["original"] is None, id
             assert report["uris"]["outside_rule_rows"] == len(uris) - 2  # the tar:// one is an archive member uri
             # the one audio file in the report is the allowed original (nothing was decoded)
             assert sorted(p.name for p in (report_dir / "audio").iterdir()) == [
-                Path(samples["good"]["audio"]["original"]).name]
+                Path(picks["good"]["audio"]["original"]).name]
             out.clear()
         assert canary.requests == []
     assert not list(isolated_cache.rglob("*.pt"))  # no weights were fetched into the shared cache

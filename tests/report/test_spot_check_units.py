@@ -23,12 +23,12 @@ from pipeline.output.identity import codec_identity
 from pipeline.output.schema import SCHEMA_DIR
 from pipeline.report.config import SpotCheckConfig
 from pipeline.report.decode import DecodeOutcome, DecodeRequest, DecodeResult, DecoderSpec, decode_in_process
-from pipeline.report.evaluate import aggregate, evaluate_sample
+from pipeline.report.evaluate import aggregate, evaluate_pick
 from pipeline.report.flags import build_flags, report_exit_code
 from pipeline.report.inventory import take_inventory
 from pipeline.report.plan import decode_tokens_of, plan_rows
-from pipeline.report.progress import SampleProgress
-from pipeline.report.render import json_safe, write_sample_media
+from pipeline.report.progress import PickProgress
+from pipeline.report.render import json_safe, write_pick_media
 from pipeline.report.spot_check import run_spot_check
 
 RATE, VOCAB = 100, 4096
@@ -88,7 +88,7 @@ class FakeDecoder:
             else:
                 results[request.index] = DecodeResult(0.9 * _tone(seconds, 300), "ok", None, 0.01)
             if progress is not None:
-                progress.sample_done(request.index)
+                progress.pick_done(request.index)
         return DecodeOutcome(results, in_process=False)
 
 
@@ -143,7 +143,7 @@ def test_ray_without_a_ray_decode_function_is_a_config_error(corpus):
 
 # --- the injected decode function ---------------------------------------------------------------------
 
-def test_injected_decode_function_decodes_every_sampled_row(corpus):
+def test_injected_decode_function_decodes_every_picked_row(corpus):
     import jsonschema
 
     fake = FakeDecoder(fail_index=1)
@@ -159,12 +159,12 @@ def test_injected_decode_function_decodes_every_sampled_row(corpus):
     assert (spec.checkpoint, spec.token_rate, spec.semantic_vocab_size) == ("synthetic:small", RATE, VOCAB)
     assert (spec.ddim_steps, spec.cfg_scale, spec.device) == (7, 1.5, "cpu")
     assert report["decode"]["in_process"] is False and report["decode"]["samples_picked"] == 4
-    samples = report["samples"]
-    assert [s["status"] for s in samples] == ["ok", "bad_tokens", "ok", "ok"]
-    assert all(s["decoded_frames"] == 25 and "--max-decode-s" in s["notes"][-1] for s in samples)
-    for sample in (samples[0], samples[2], samples[3]):
-        assert sample["metrics"]["log_mel_distance"] > 0 and sample["metrics"]["compared_s"] == pytest.approx(0.5)
-        assert sf.info(report_dir / sample["audio"]["decoded"]).duration == pytest.approx(0.5)
+    picks = report["samples"]
+    assert [s["status"] for s in picks] == ["ok", "bad_tokens", "ok", "ok"]
+    assert all(s["decoded_frames"] == 25 and "--max-decode-s" in s["notes"][-1] for s in picks)
+    for pick in (picks[0], picks[2], picks[3]):
+        assert pick["metrics"]["log_mel_distance"] > 0 and pick["metrics"]["compared_s"] == pytest.approx(0.5)
+        assert sf.info(report_dir / pick["audio"]["decoded"]).duration == pytest.approx(0.5)
     flags = {f["kind"]: f for f in report["flags"]}
     assert flags["decode_errors"]["count"] == 1 and "planted" in flags["decode_errors"]["message"]
     assert report_exit_code(report) == 1
@@ -201,29 +201,29 @@ def _planned(row, **kw):
 def test_evaluate_scores_a_decode_against_its_original():
     row = _row("a", "/x/a.wav", 1.0, 0)
     original = _tone(1.0)
-    same = evaluate_sample(_planned(row), DecodeResult(original.copy(), "ok", None, 2.0), (original, None, 1.0),
-                           unknown_uris={})
-    other = evaluate_sample(_planned(row), DecodeResult(_tone(1.0, 900), "ok", None, 2.0), (original, None, 1.0),
-                            unknown_uris={})
+    same = evaluate_pick(_planned(row), DecodeResult(original.copy(), "ok", None, 2.0), (original, None, 1.0),
+                         unknown_uris={})
+    other = evaluate_pick(_planned(row), DecodeResult(_tone(1.0, 900), "ok", None, 2.0), (original, None, 1.0),
+                          unknown_uris={})
     assert same.entry["status"] == other.entry["status"] == "ok" and same.entry["decode_s"] == 2.0
     assert same.entry["metrics"]["log_mel_distance"] == pytest.approx(0, abs=1e-6)
     assert other.entry["metrics"]["log_mel_distance"] > 0.5
     assert same.entry["audio"] == {"original": "audio/000_original.wav", "decoded": "audio/000_decoded.wav"}
     assert same.entry["speech"] is True and same.entry["spectrogram"] == "img/000_logmel.png"
 
-    loud = evaluate_sample(_planned(row), DecodeResult(4 * original, "ok", None, 1.0), (None, "gone", None),
-                           unknown_uris={"/x/a.wav": "missing"})
+    loud = evaluate_pick(_planned(row), DecodeResult(4 * original, "ok", None, 1.0), (None, "gone", None),
+                         unknown_uris={"/x/a.wav": "missing"})
     assert loud.entry["status"] == "original_unavailable" and loud.entry["metrics"] is None
     assert any("clipped" in n for n in loud.entry["notes"]) and "unknown uri (missing)" in loud.entry["notes"]
 
-    nan = evaluate_sample(_planned(row), DecodeResult(np.full(16000, np.nan, np.float32), "ok", None, 1.0),
-                          (original, None, 1.0), unknown_uris={})
+    nan = evaluate_pick(_planned(row), DecodeResult(np.full(16000, np.nan, np.float32), "ok", None, 1.0),
+                        (original, None, 1.0), unknown_uris={})
     assert nan.entry["status"] == "decode_failed" and nan.decoded is None and nan.entry["audio"]["decoded"] is None
-    missing = evaluate_sample(_planned(row), None, (original, None, 1.0), unknown_uris={},
-                              codec_error="no decoder.ckpt")
+    missing = evaluate_pick(_planned(row), None, (original, None, 1.0), unknown_uris={},
+                            codec_error="no decoder.ckpt")
     assert missing.entry["status"] == "not_decoded" and "no decoder.ckpt" in missing.entry["error"]
-    empty = evaluate_sample(_planned({**row, "semantic": [], "acoustic": []}), None, (original, None, 1.0),
-                            unknown_uris={})
+    empty = evaluate_pick(_planned({**row, "semantic": [], "acoustic": []}), None, (original, None, 1.0),
+                          unknown_uris={})
     assert empty.entry["status"] == "no_tokens"
 
     summary = aggregate([same.entry, other.entry, loud.entry, nan.entry])
@@ -272,9 +272,9 @@ def test_mixed_corpus_means_another_codec_identity(tmp_path):
 def test_render_writes_the_files_an_entry_names(tmp_path):
     row = _row("a", "/x/a.wav", 1.0, 0)
     original = _tone(1.0)
-    evaluation = evaluate_sample(_planned(row), DecodeResult(_tone(1.0, 500), "ok", None, 1.0), (original, None, 1.0),
-                                 unknown_uris={})
-    write_sample_media(evaluation, tmp_path)
+    evaluation = evaluate_pick(_planned(row), DecodeResult(_tone(1.0, 500), "ok", None, 1.0), (original, None, 1.0),
+                               unknown_uris={})
+    write_pick_media(evaluation, tmp_path)
     for key in ("original", "decoded"):
         wave, rate = sf.read(tmp_path / evaluation.entry["audio"][key])
         assert rate == SAMPLE_RATE_HZ and len(wave) == SAMPLE_RATE_HZ
@@ -286,11 +286,11 @@ def test_render_writes_the_files_an_entry_names(tmp_path):
 
 def test_progress_bars_show_rows_and_steps_inside_a_row():
     stream = io.StringIO()
-    with SampleProgress(2, file=stream) as bar:
+    with PickProgress(2, file=stream) as bar:
         for index in (0, 1):
             for step in range(1, 5):
                 bar.step(index, step, 4)
-            bar.sample_done(index)
+            bar.pick_done(index)
     text = stream.getvalue()
     assert "row 1 decode" in text and "row 2 decode" in text and "4/4" in text and "2/2" in text
 
@@ -310,7 +310,7 @@ def test_the_in_process_decode_reports_every_ddim_step(small_decoder_checkpoint)
         def step(self, index, done, total):
             self.steps.append((index, done, total))
 
-        def sample_done(self, index):
+        def pick_done(self, index):
             self.done.append(index)
 
     recorder = Recorder()

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.errors import SourceError
-from pipeline.sources import FilesSource, HFParquetSource, TarSource, dedupe_units, open_source
+from pipeline.sources import FilesSource, HFParquetSource, TarSource, dedupe_units, list_work, open_source
 from pipeline.sources.listing import MAX_RECURSIVE_WILDCARDS, list_files
 from tests.support.audio import wav_bytes
 
@@ -205,7 +205,7 @@ def test_parquet_duplicate_ids_are_failures_naming_both_places_across_files(tmp_
     folder.mkdir()
     pq.write_table(hf_rows(["a", "b", "a"]), folder / "0.parquet", row_group_size=2)
     pq.write_table(hf_rows(["c", "b"]), folder / "1.parquet")
-    units = dedupe_units(HFParquetSource(str(folder)).work_list(), "refuse")  # containers: no refusal at listing
+    units = dedupe_units(list_work(HFParquetSource(str(folder))), "refuse")  # containers: no refusal at listing
     source = HFParquetSource(str(folder))
     items = [item for unit in units for item in source.read_unit(unit)]
     assert [i.id for i in items if i.failure is None] == ["a", "b", "c"]
@@ -326,5 +326,5 @@ def test_a_folder_is_listed_once_while_telling_its_kind_and_its_subfolders_in_pa
 
     monkeypatch.setattr(local.LocalFileSystem, "find", no_second_pass)
     monkeypatch.setattr(local.LocalFileSystem, "ls", no_second_pass)
-    assert [u.key for u in source.work_list()] == ["a/x.wav", "b/x.wav", "c/d/x.wav", "top.flac"]
+    assert [u.key for u in list_work(source)] == ["a/x.wav", "b/x.wav", "c/d/x.wav", "top.flac"]
     assert "_found" not in pickle.loads(pickle.dumps(source)).__dict__  # the listing never travels to tasks

@@ -27,6 +27,7 @@ from pipeline.sources import (
     dedupe_units,
     find_duplicate_ids,
     is_member_uri,
+    list_work,
     open_source,
     split_member_uri,
 )
@@ -199,7 +200,7 @@ def test_invalid_ids_inside_a_parquet_file_fail_under_their_row_position(tmp_pat
 
 def test_duplicate_ids_are_found_refused_or_kept_first(tmp_path):
     (tmp_path / "m.csv").write_text("id,uri\na,x.wav\nb,y.wav\na,z.wav\nc,w.wav\nb,v.wav\na,u.wav\n")
-    units = open_source(str(tmp_path / "m.csv")).work_list()
+    units = list_work(open_source(str(tmp_path / "m.csv")))
     assert find_duplicate_ids(units) == {"a": 3, "b": 2}
     with pytest.raises(SourceError, match=r"2 id\(s\) are listed more than once: 'a' x3, 'b' x2.*--dedupe first"):
         dedupe_units(units, "refuse")

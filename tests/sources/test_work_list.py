@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.errors import SourceError
 from pipeline.records import Failure, SourceItem
-from pipeline.sources import WorkList, WorkUnit, dedupe_units, open_source
+from pipeline.sources import WorkList, WorkUnit, dedupe_units, list_work, open_source
 from pipeline.sources.base import single_unit
 from pipeline.sources.work_list import units_table
 
@@ -55,9 +55,9 @@ def test_a_manifest_is_listed_into_columns_row_by_row(tmp_path):
     rows = "".join(f'{{"id": "clip-{n}", "path": "{n}.wav", "duration": 1.5, "text": "t{n}"}}\n' for n in range(5))
     (tmp_path / "m.jsonl").write_text(rows + "\n" + '{"id": "clip-9", "path": "9.wav", "end": 0}\n')
     with pytest.raises(SourceError, match=r"1 unusable row\(s\).*row 6: end 0.0 s is not after start"):
-        open_source(str(tmp_path / "m.jsonl")).work_list()
+        list_work(open_source(str(tmp_path / "m.jsonl")))
     (tmp_path / "m.jsonl").write_text(rows)
-    work = open_source(str(tmp_path / "m.jsonl")).work_list()
+    work = list_work(open_source(str(tmp_path / "m.jsonl")))
     assert [u.item.meta for u in work] == [{"text": f"t{n}"} for n in range(5)]
     assert [u.item.end_s for u in work] == [1.5] * 5
     assert units_table(list(work)).equals(work.table.combine_chunks())

@@ -16,19 +16,19 @@ def read_rows(folder: Path) -> list[dict]:
 
 
 def read_output(folder: Path, *, with_retryable: bool = False) -> tuple[list[dict], list[dict], dict]:
-    """(token rows, failure rows, manifest) of a committed output folder; with `with_retryable`,
+    """(token rows, failure rows, run record) of a committed output folder; with `with_retryable`,
     the failure rows include the retryable ones (transient errors a rerun retries)."""
     tokens = read_rows(folder / "tokens")
     failures = read_rows(folder / "failures") + (read_rows(folder / "retryable") if with_retryable else [])
-    manifest = json.loads((folder / "manifest.json").read_text())
-    return tokens, failures, manifest
+    run_record = json.loads((folder / "manifest.json").read_text())
+    return tokens, failures, run_record
 
 
-def validate_manifest(manifest: dict) -> None:
+def validate_run_record(run_record: dict) -> None:
     import jsonschema
 
     schema = json.loads((SCHEMA_DIR / "manifest.v1.json").read_text())
-    jsonschema.validate(manifest, schema)
+    jsonschema.validate(run_record, schema)
 
 
 def assert_each_id_once(tokens: list[dict], failures: list[dict], expected_ids: set[str]) -> None:

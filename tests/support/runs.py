@@ -8,6 +8,6 @@ from pipeline.tokenize.run import run_tokenize
 
 
 def tokenize(config: TokenizeConfig, *, progress: bool = False) -> dict:
-    """Plan and run `config` (Ray must be running unless the plan finds nothing to do); the manifest."""
+    """Plan and run `config` (Ray must be running unless the plan finds nothing to do); the run record."""
     with plan_run(config) as plan:
         return run_tokenize(config, plan, progress=progress)

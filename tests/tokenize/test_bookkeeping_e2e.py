@@ -32,10 +32,10 @@ def config(source, output, checkpoint, **extra) -> TokenizeConfig:
 
 def test_full_forward_passes_are_recorded(ray_local, small_checkpoint, tmp_path):
     write_flac_clips(tmp_path / "audio", 24)
-    manifest = tokenize(config(tmp_path / "audio", tmp_path / "out", small_checkpoint, max_batch_windows=8),
+    run_record = tokenize(config(tmp_path / "audio", tmp_path / "out", small_checkpoint, max_batch_windows=8),
                             progress=False)
-    encoder = manifest["run"]["encoder"]
-    assert encoder["windows"] == 24 and manifest["counts"]["tokenized"] == 24
+    encoder = run_record["run"]["encoder"]
+    assert encoder["windows"] == 24 and run_record["counts"]["tokenized"] == 24
     assert encoder["mean_windows_per_pass"] >= 6, encoder
     assert encoder["dtype_per_component"]["distances"] == "float32", encoder
 
@@ -53,7 +53,7 @@ def test_rerun_with_other_settings_is_refused_before_any_work(ray_local, small_c
     assert fresh["codec"]["token_rate"] == 50 and fresh["counts"]["tokenized"] == 3
 
 
-def test_the_manifest_keeps_the_record_of_every_run(ray_local, small_checkpoint, tmp_path):
+def test_the_run_record_keeps_every_run(ray_local, small_checkpoint, tmp_path):
     write_flac_clips(tmp_path / "audio", 2, seconds=1.0)
     out = tmp_path / "out"
     first = tokenize(config(tmp_path / "audio", out, small_checkpoint))
@@ -133,9 +133,9 @@ def test_device_error_restarts_the_encoder_and_retries_the_batch(ray_local, smal
     marker = tmp_path / "device-fault-injected"
     monkeypatch.setenv("PIPELINE_INJECT_DEVICE_ERROR_ONCE", str(marker))
     out = tmp_path / "out"
-    manifest = tokenize(config(tmp_path / "audio", out, small_checkpoint), progress=False)
+    run_record = tokenize(config(tmp_path / "audio", out, small_checkpoint), progress=False)
     assert marker.exists(), "the fault was not injected"
-    assert manifest["counts"]["tokenized"] == 6 and manifest["counts"]["failed"] == 0
+    assert run_record["counts"]["tokenized"] == 6 and run_record["counts"]["failed"] == 0
     tokens, failures, _ = read_output(out)
     assert not failures and len({r["id"] for r in tokens}) == 6
 

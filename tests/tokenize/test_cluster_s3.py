@@ -17,7 +17,7 @@ import soundfile as sf
 
 from pipeline.codecs.semanticodec import SemantiCodec
 from pipeline.demo_audio import BAD_SAMPLES, GOOD_SAMPLES, write_samples
-from tests.support.outputs import assert_each_id_once, tokens_by_id, validate_manifest
+from tests.support.outputs import assert_each_id_once, tokens_by_id, validate_run_record
 from tests.support.s3 import S3_ENV, MotoServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,8 +80,8 @@ def test_ray_job_submit_reads_and_writes_s3(ray_head, small_checkpoint, tmp_path
         assert files and all(f.rsplit("/", 1)[1].startswith("part-") for f in files)
         tokens = pads.dataset(files, filesystem=fs, format="parquet").to_table().to_pylist()
         failed = pads.dataset(fs.find("corpus/run1/failures"), filesystem=fs, format="parquet").to_table().to_pylist()
-        manifest = json.loads(fs.cat_file("corpus/run1/manifest.json"))
-    validate_manifest(manifest)
+        run_record = json.loads(fs.cat_file("corpus/run1/manifest.json"))
+    validate_run_record(run_record)
     assert_each_id_once(tokens, failed, set(GOOD_SAMPLES) | set(BAD_SAMPLES))
     assert all(r["uri"].startswith("s3://audio/in/") for r in tokens)
     codec = SemantiCodec.from_pretrained(str(small_checkpoint), token_rate=100, semantic_vocab_size=4096)

@@ -93,10 +93,10 @@ def test_a_broken_worker_stops_the_run_and_writes_no_valid_input_off(audio, tmp_
     if fault == "libsndfile is missing":  # the same command, once the environment is sound: resumes
         done = tokenize(audio, out)
         assert done.returncode == 0, done.stderr[-3000:]
-        tokens, failures, manifest = read_output(out)
+        tokens, failures, run_record = read_output(out)
         assert_each_id_once(tokens, failures, valid_names(audio) | {CORRUPT})
         assert [(row["id"], row["stage"]) for row in failures] == [(CORRUPT, "decode")]
-        assert manifest["counts"]["tokenized"] == len(valid_names(audio))
+        assert run_record["counts"]["tokenized"] == len(valid_names(audio))
 
 
 def test_the_driver_refuses_a_broken_environment_before_ray_starts(audio, tmp_path):
@@ -169,7 +169,7 @@ def test_retry_failures_recovers_the_rows_of_a_broken_environment(tmp_path):
     done = tokenize(audio, out, *retry)  # the same command again finishes the retry
     assert done.returncode == 0, done.stderr[-3000:]
     counted_once(out, ids)
-    tokens, failures, manifest = read_output(out)
+    tokens, failures, run_record = read_output(out)
     assert_each_id_once(tokens, failures, ids)  # the files themselves, as any reader sees them
     assert [(row["id"], row["error_type"]) for row in failures] == [(CORRUPT, "AudioDecodeError")]
-    assert manifest["counts"]["tokenized"] == len(valid_names(audio)) and manifest["counts"]["failed"] == 1
+    assert run_record["counts"]["tokenized"] == len(valid_names(audio)) and run_record["counts"]["failed"] == 1

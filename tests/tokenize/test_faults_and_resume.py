@@ -35,7 +35,7 @@ def test_transient_s3_faults_lose_and_duplicate_nothing(ray_local, small_checkpo
             source="s3://bucket/in/", output="s3://bucket/out", checkpoint=str(small_checkpoint),
             semantic_vocab_size=4096, max_batch_windows=2, rows_per_file=2, s3_endpoint_url=faulty.url,
         )
-        manifest = tokenize(config, progress=False)
+        run_record = tokenize(config, progress=False)
         direct.invalidate_cache()
         token_files = direct.find("bucket/out/tokens")
         tokens = pads.dataset(token_files, filesystem=direct, format="parquet").to_table().to_pylist()
@@ -43,7 +43,7 @@ def test_transient_s3_faults_lose_and_duplicate_nothing(ray_local, small_checkpo
     assert faulty.stats["faults"] > 0, faulty.stats
     assert not failures, "a transient fault became a recorded failure"
     assert_each_id_once(tokens, [], set(names))
-    assert manifest["counts"]["tokenized"] == len(names)
+    assert run_record["counts"]["tokenized"] == len(names)
 
 
 def run_job(args, **popen):
@@ -74,10 +74,10 @@ def test_killed_job_resumes_without_redoing_committed_shards(small_checkpoint, t
     rerun = run_job(args)
     output, _ = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, output[-3000:]
-    tokens, failures, manifest = read_output(out)
+    tokens, failures, run_record = read_output(out)
     assert_each_id_once(tokens, failures, set(names))
     after = {p.name: p.stat().st_mtime_ns for p in (out / "tokens").glob("part-*.parquet")}
     assert all(after[name] == mtime for name, mtime in before.items()), "a committed shard was rewritten"
-    assert manifest["run"]["resumed"] is True
-    assert manifest["run"]["rows_this_run"] == len(names) - committed, "committed rows were encoded again"
+    assert run_record["run"]["resumed"] is True
+    assert run_record["run"]["rows_this_run"] == len(names) - committed, "committed rows were encoded again"
     assert json.loads(output[output.index("{"):output.rindex("}") + 1])["summary"]["tokenized"] == len(names)

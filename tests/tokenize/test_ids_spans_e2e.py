@@ -44,10 +44,10 @@ def test_one_file_at_a_time_into_one_output(ray_local, small_checkpoint, tmp_pat
     out = tmp_path / "out"
     tokenize(config(clips / "a.wav", out, small_checkpoint), progress=False)
     tokenize(config(f"file://{clips}/b.flac", out, small_checkpoint), progress=False)
-    tokens, failures, manifest = read_output(out)
+    tokens, failures, run_record = read_output(out)
     assert_each_id_once(tokens, failures, {"a.wav", "b.flac"})
     assert {r["id"]: r["uri"] for r in tokens} == {n: str(clips / n) for n in ("a.wav", "b.flac")}
-    assert manifest["counts"]["tokenized"] == 2
+    assert run_record["counts"]["tokenized"] == 2
 
 
 def test_a_tar_folder_resumed_under_other_spellings_adds_nothing(ray_local, small_checkpoint, tmp_path):
@@ -74,11 +74,11 @@ def test_a_tar_folder_resumed_under_other_spellings_adds_nothing(ray_local, smal
     expected = {"a.tar/converted/es_frase.aiff", "a.tar/converted/es_frase.flac", "a.tar/k", "a.tar/dup", "b.tar/k",
                 "a.tar#5", "a.tar#6"}
     for n, spelling in enumerate((f"{shards}/", f"{shards}/*.tar", f"file://{shards}")):
-        manifest = tokenize(config(spelling, out, small_checkpoint), progress=False)
+        run_record = tokenize(config(spelling, out, small_checkpoint), progress=False)
         tokens, failures, _ = read_output(out)
         assert_each_id_once(tokens, failures, expected)
         if n:  # a resume under another spelling: the same ids, nothing read again
-            assert manifest["run"]["rows_this_run"] == 0, spelling
+            assert run_record["run"]["rows_this_run"] == 0, spelling
     rows = {r["id"]: r for r in tokens}
     assert json.loads(rows["a.tar/k"]["meta"]) == {"text": "hi"}
     assert rows["a.tar/dup"]["duration_s"] == pytest.approx(0.4)  # the first copy keeps the id

@@ -113,9 +113,9 @@ def test_default_cpu_sizing_finishes_on_nodes_of_1_2_and_2_cpus(cluster, small_c
     done = run_job(cluster, ["--source", str(tmp_path / "audio"), "--output", str(out), "--shared-fs",
                              *settings(small_checkpoint)])
     assert done.returncode == 0, done.stderr[-3000:]
-    tokens, failures, manifest = read_output(out)
+    tokens, failures, run_record = read_output(out)
     assert_each_id_once(tokens, failures, names)
-    assert not failures and manifest["counts"]["tokenized"] == len(names)
+    assert not failures and run_record["counts"]["tokenized"] == len(names)
     assert not list((out / "_tmp").iterdir()), "the --shared-fs probe file is left behind"
 
 
@@ -154,13 +154,13 @@ def test_a_worker_node_killed_mid_run_leaves_every_id_once_after_the_rerun(clust
     committed = sum(len(pads.dataset(out / "tokens" / name).to_table()) for name in before)
     rerun = run_job(cluster, args)
     assert rerun.returncode == 0, first[-3000:] + rerun.stderr[-3000:]
-    tokens, failures, manifest = read_output(out, with_retryable=True)
+    tokens, failures, run_record = read_output(out, with_retryable=True)
     assert_each_id_once(tokens, failures, names)
     assert not failures, f"an input was blamed for a lost node: {failures[:3]}"
     after = {p.name: p.stat().st_mtime_ns for p in (out / "tokens").glob("part-*.parquet")}
     assert all(after[name] == mtime for name, mtime in before.items()), "a committed shard was rewritten"
     assert json.loads(rerun.stdout)["summary"]["tokenized"] == len(names)
     if committed < len(names):
-        assert manifest["run"]["rows_this_run"] == len(names) - committed
+        assert run_record["run"]["rows_this_run"] == len(names) - committed
     else:  # the first run finished after all (its encoder restarted elsewhere): the rerun had nothing to do
-        assert "nothing left to do" in rerun.stderr and len(manifest["runs"]) == 1
+        assert "nothing left to do" in rerun.stderr and len(run_record["runs"]) == 1

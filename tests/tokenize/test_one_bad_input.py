@@ -26,12 +26,12 @@ def config(source, output, checkpoint, **extra) -> TokenizeConfig:
     return TokenizeConfig(**{**base, **extra})
 
 
-def assert_one_failure(out, bad_id: str, valid: set[str], manifest: dict) -> dict:
+def assert_one_failure(out, bad_id: str, valid: set[str], run_record: dict) -> dict:
     tokens, failures, _ = read_output(out, with_retryable=True)
     assert_each_id_once(tokens, failures, valid | {bad_id})
     assert [row["id"] for row in failures] == [bad_id], failures
     assert {row["id"] for row in tokens} == valid
-    assert (manifest["counts"]["tokenized"], manifest["counts"]["failed"], manifest["counts"]["retryable"]) == (
+    assert (run_record["counts"]["tokenized"], run_record["counts"]["failed"], run_record["counts"]["retryable"]) == (
         len(valid), 1, 0)
     return failures[0]
 
@@ -44,8 +44,8 @@ def test_a_flac_cut_at_70_percent_beside_valid_clips(ray_local, small_checkpoint
     whole = buffer.getvalue()
     (audio / "interrupted_download.flac").write_bytes(whole[: len(whole) * 7 // 10])
     out = tmp_path / "out"
-    manifest = tokenize(config(audio, out, small_checkpoint), progress=False)
-    failure = assert_one_failure(out, "interrupted_download.flac", valid, manifest)
+    run_record = tokenize(config(audio, out, small_checkpoint), progress=False)
+    failure = assert_one_failure(out, "interrupted_download.flac", valid, run_record)
     assert (failure["stage"], failure["error_type"]) == ("decode", "AudioDecodeError")
 
 
@@ -64,9 +64,9 @@ def test_tar_shards_with_a_member_that_is_not_audio(ray_local, small_checkpoint,
                 tar.addfile(info, io.BytesIO(payload))
                 valid.add(f"shard-{index:04d}.tar/{name.split('.')[0]}")
     out = tmp_path / "out"
-    manifest = tokenize(config(shards, out, small_checkpoint), progress=False)
+    run_record = tokenize(config(shards, out, small_checkpoint), progress=False)
     valid.discard("shard-0001.tar/scraped")
-    failure = assert_one_failure(out, "shard-0001.tar/scraped", valid, manifest)
+    failure = assert_one_failure(out, "shard-0001.tar/scraped", valid, run_record)
     assert (failure["stage"], failure["error_type"]) == ("decode", "AudioDecodeError")
 
 
@@ -82,8 +82,8 @@ def test_hf_parquet_files_with_a_row_that_is_not_audio(ray_local, small_checkpoi
             rows.insert(1, {"id": "not_audio", "audio": {"bytes": NOT_AUDIO, "path": "x.flac"}})
         pq.write_table(pa.Table.from_pylist(rows), folder / f"part{index}.parquet")
     out = tmp_path / "out"
-    manifest = tokenize(config(tmp_path / "hf", out, small_checkpoint), progress=False)
-    failure = assert_one_failure(out, "not_audio", valid, manifest)
+    run_record = tokenize(config(tmp_path / "hf", out, small_checkpoint), progress=False)
+    failure = assert_one_failure(out, "not_audio", valid, run_record)
     assert (failure["stage"], failure["error_type"]) == ("decode", "AudioDecodeError")
 
 

@@ -18,7 +18,7 @@ from pipeline.output.schema import arrow_schema
 from pipeline.tokenize.config import TokenizeConfig
 from tests.support.audio import flac_bytes
 from tests.support.audioset import AUDIOSET_CSV, CLASS_LABELS
-from tests.support.outputs import assert_each_id_once, read_output, tokens_by_id, validate_manifest
+from tests.support.outputs import assert_each_id_once, read_output, tokens_by_id, validate_run_record
 from tests.support.runs import tokenize
 
 CHUNK_WINDOWS = 2  # 20.48 s chunks, so the 40 s sample is cut in two
@@ -53,7 +53,7 @@ def test_folder_with_edge_and_bad_inputs_and_a_manifest_miss(ray_local, samples,
     manifest_path.write_text("".join(json.dumps({"id": n, "uri": str(samples / n)}) + "\n" for n in names))
     out = tmp_path / "out"
     tokenize(config(manifest_path, out, small_checkpoint, allow_uri_prefix=[str(samples)]), progress=False)
-    tokens, failures, manifest = read_output(out, with_retryable=True)  # the missing file is retryable
+    tokens, failures, run_record = read_output(out, with_retryable=True)  # the missing file is retryable
     assert_each_id_once(tokens, failures, set(names))
     assert {r["id"] for r in tokens} == set(GOOD_SAMPLES)
     messages = {r["id"]: (r["stage"], r["error_type"], r["message"]) for r in failures}
@@ -77,16 +77,16 @@ def test_folder_with_edge_and_bad_inputs_and_a_manifest_miss(ray_local, samples,
     assert rows[("long_40s_16k.flac", 1)]["chunk_start_s"] == pytest.approx(20.48)
     assert rows[("eight_channels_96k.wav", 0)]["source_channels"] == 8
     assert rows[("eight_channels_96k.wav", 0)]["source_sample_rate"] == 96000
-    validate_manifest(manifest)
+    validate_run_record(run_record)
     # a missing object is not final (it may be restored): it is retryable, not a failure
-    assert manifest["counts"] == {
+    assert run_record["counts"] == {
         "inputs": 12, "tokenized": 7, "failed": 4, "retryable": 1, "incomplete": 0, "token_rows": 8,
-        "token_files": manifest["counts"]["token_files"], "failure_files": manifest["counts"]["failure_files"],
+        "token_files": run_record["counts"]["token_files"], "failure_files": run_record["counts"]["failure_files"],
         "failures_by_type": {"AudioDecodeError": 3, "AudioInputError": 1},
     }
-    assert manifest["run"]["retryable_types"] == {"FileNotFoundError": 1}
-    assert manifest["codec"]["synthetic_weights"] is True
-    assert manifest["totals"]["tokens"] == 2 * sum(r["num_frames"] for r in tokens)
+    assert run_record["run"]["retryable_types"] == {"FileNotFoundError": 1}
+    assert run_record["codec"]["synthetic_weights"] is True
+    assert run_record["totals"]["tokens"] == 2 * sum(r["num_frames"] for r in tokens)
 
 
 def test_resampling_on_the_encoder_gives_the_decode_paths_rows_and_tokens(ray_local, samples, small_checkpoint,
@@ -95,11 +95,11 @@ def test_resampling_on_the_encoder_gives_the_decode_paths_rows_and_tokens(ray_lo
     them. Same rows and failures as resampling in the decode tasks; tokens agree with the codec's
     own encode up to the float rounding of the convolution (agreement printed)."""
     out = tmp_path / "out"
-    manifest = tokenize(config(samples, out, small_checkpoint, resample_on="encoder"), progress=False)
+    run_record = tokenize(config(samples, out, small_checkpoint, resample_on="encoder"), progress=False)
     tokens, failures, _ = read_output(out)
     assert_each_id_once(tokens, failures, set(GOOD_SAMPLES) | set(BAD_SAMPLES))
     assert {r["id"] for r in tokens} == set(GOOD_SAMPLES)
-    assert manifest["run"]["config"]["resample_on"] == "encoder"
+    assert run_record["run"]["config"]["resample_on"] == "encoder"
     got = tokens_by_id(tokens)
     same = total = 0
     for name in GOOD_SAMPLES:
@@ -126,9 +126,9 @@ def test_m4a_and_webm_files_in_a_folder_are_tokenized(ray_local, small_checkpoin
     (folder / "voice.m4a").write_bytes(ffmpeg_bytes(make_tone(4.0, 44100, channels=2), 44100, "mp4", "aac"))
     (folder / "music.webm").write_bytes(ffmpeg_bytes(make_tone(2.5, 48000, seed=1), 48000, "webm", "libopus"))
     out = tmp_path / "out"
-    manifest = tokenize(config(folder, out, small_checkpoint), progress=False)
+    run_record = tokenize(config(folder, out, small_checkpoint), progress=False)
     tokens, failures, _ = read_output(out)
-    assert not failures and manifest["counts"]["tokenized"] == 2
+    assert not failures and run_record["counts"]["tokenized"] == 2
     got = tokens_by_id(tokens)
     for name, rate in (("voice.m4a", 44100), ("music.webm", 48000)):
         with av.open(str(folder / name)) as container:
@@ -150,7 +150,7 @@ def test_output_schema_provenance_and_readers(ray_local, samples, small_checkpoi
         provenance = json.loads(meta[b"pipeline.provenance"])
         assert provenance["variant"] == "semanticodec-r100-v4096" and provenance["synthetic_weights"] is True
         assert len(provenance["files"]["encoder"]["sha256"]) == 64
-        assert not {"batch_size", "max_batch_windows"} & set(provenance)  # run settings are the manifest's
+        assert not {"batch_size", "max_batch_windows"} & set(provenance)  # run settings are the run record's
         assert parquet.metadata.num_rows <= 3
     import datasets
     import pyarrow.dataset as pads
@@ -170,7 +170,7 @@ def test_rerun_resumes_and_overwrite_starts_afresh(ray_local, samples, small_che
     before = {p.name: p.stat().st_mtime_ns for p in (out / "tokens").glob("*.parquet")}
     record = (out / "manifest.json").read_bytes()
     again = tokenize(config(samples, out, small_checkpoint), progress=False)
-    # nothing left to do: no shard and no manifest written, the first run's record kept
+    # nothing left to do: no shard and no run record written, the first run's record kept
     assert again == first and (out / "manifest.json").read_bytes() == record
     assert {p.name: p.stat().st_mtime_ns for p in (out / "tokens").glob("*.parquet")} == before
     fresh = tokenize(config(samples, out, small_checkpoint, overwrite=True), progress=False)
@@ -198,12 +198,12 @@ def test_hf_parquet_source_carries_labels(ray_local, small_checkpoint, tmp_path)
     rows.append({"video_id": "broken", "audio": {"bytes": b"garbage", "path": "x.flac"}, "labels": [], "human_labels": []})
     pq.write_table(pa.Table.from_pylist(rows), folder / "part0.parquet")
     out = tmp_path / "out"
-    manifest = tokenize(config(tmp_path / "hf", out, small_checkpoint, split="bal_train"), progress=False)
+    run_record = tokenize(config(tmp_path / "hf", out, small_checkpoint, split="bal_train"), progress=False)
     tokens, failures, _ = read_output(out)
     assert_each_id_once(tokens, failures, {f"yt{i}" for i in range(4)} | {"broken"})
     by_id = {r["id"]: r for r in tokens}
     assert by_id["yt1"]["labels"] == ["/m/09x0r", "/m/05zppz"] and by_id["yt1"]["human_labels"][1] == "Male speech"
-    assert manifest["source"]["kind"] == "hf_parquet"
+    assert run_record["source"]["kind"] == "hf_parquet"
 
 
 def test_tar_source(ray_local, small_checkpoint, tmp_path):
@@ -254,7 +254,7 @@ def test_odd_file_names_give_safe_stable_ids(ray_local, small_checkpoint, tmp_pa
     out = tmp_path / "out"
     for _ in range(2):  # the same ids on a second run (which then has nothing to do)
         tokenize(config(audio, out, small_checkpoint, overwrite=_ == 0), progress=False)
-        tokens, failures, _manifest = read_output(out)
+        tokens, failures, _run_record = read_output(out)
         assert_each_id_once(tokens, failures, expected)
     written = [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_relative_to(audio)]
     assert written and all(p.resolve().is_relative_to(out.resolve()) for p in written)

@@ -132,7 +132,7 @@ class SemantiCodec:
 
     @property
     def stats(self) -> dict:
-        """Encoder counters since creation or the last `take_stats()`, for the run manifest."""
+        """Encoder counters since creation or the last `take_stats()`, for the run record."""
         passes, windows = self._counts.forward_passes, self._counts.windows
         return {
             "forward_passes": passes,

@@ -38,7 +38,7 @@ class Precision:
     lstm: torch.dtype
 
     def components(self) -> dict[str, str]:
-        """What each component computes in, for the run manifest."""
+        """What each component computes in, for the run record."""
         cudnn_tf32 = self.device_type == "cuda" and torch.backends.cudnn.allow_tf32
         lstm = _name(self.lstm)
         if lstm == "float32" and cudnn_tf32:

@@ -1,7 +1,7 @@
 """Offline checks of the cluster deployment definitions under infra/.
 
 - every YAML file parses;
-- RayCluster / RayJob manifests validate against KubeRay's CRD schemas (vendored beside the repo in
+- the RayCluster / RayJob specs validate against KubeRay's CRD schemas (vendored beside the repo in
   shared/vendor/kuberay-crds/), converted to JSON Schema with Kubernetes' own rules: int-or-string,
   list-map keys, int32/int64 ranges, and unknown fields rejected unless the CRD preserves them
   (what `kubectl apply` with strict field validation does); CEL rules (x-kubernetes-validations)
@@ -13,7 +13,7 @@
 - the image installs exactly the runtime lock file and runs as a non-root user;
 - token auth is on for every Ray container, secrets come only from Secrets, no key-like strings.
 
-The negative tests mutate a valid manifest and assert the validator rejects it, so the positive
+The negative tests mutate a valid spec and assert the validator rejects it, so the positive
 tests cannot pass vacuously.
 """
 
@@ -209,7 +209,7 @@ def crd_errors(doc: dict) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# walking the manifests
+# walking the KubeRay specs
 
 
 def cluster_specs(doc: dict) -> list[tuple[str, dict]]:
@@ -318,7 +318,7 @@ def test_credential_patterns_do_catch_keys():
 @pytest.mark.parametrize(
     "path,kind", [(RAYCLUSTER, "RayCluster"), (RAYJOB, "RayJob")], ids=["raycluster", "rayjob"]
 )
-def test_manifest_validates_against_kuberay_crd(path: Path, kind: str):
+def test_spec_validates_against_kuberay_crd(path: Path, kind: str):
     errors = crd_errors(the_doc(path, kind))
     assert not errors, f"{path.relative_to(REPO)} does not validate against the {kind} CRD:\n" + "\n".join(
         errors
@@ -391,10 +391,10 @@ MUTATIONS = {
     "kind,mutation",
     [(kind, name) for name, (kinds, _, _) in MUTATIONS.items() for kind in kinds],
 )
-def test_crd_validation_rejects_broken_manifests(kind: str, mutation: str):
+def test_crd_validation_rejects_broken_specs(kind: str, mutation: str):
     path = RAYCLUSTER if kind == "RayCluster" else RAYJOB
     doc = the_doc(path, kind)
-    assert not crd_errors(doc), "the unmutated manifest must be valid for this test to mean anything"
+    assert not crd_errors(doc), "the unmutated spec must be valid for this test to mean anything"
     _, mutate, expected = MUTATIONS[mutation]
     errors = crd_errors(mutate(doc))
     assert errors, f"{mutation}: the CRD validation accepted a broken {kind}"

@@ -1,8 +1,8 @@
-"""The run summary (manifest.json, schemas/manifest.v1.json) from counts: what the output held when
+"""The run record (`manifest.json`, schemas/manifest.v1.json) from counts: what the output held when
 the run started plus what this run's write tasks reported. No shard is read again.
 
-`runs` keeps the record of every run of the output, oldest first (`run` is the last one): a resumed
-run adds its own to the earlier ones', and a rerun with nothing to do writes no manifest at all."""
+`runs` keeps the entry of every run of the output, oldest first (`run` is the last one): a resumed
+run adds its own to the earlier ones', and a rerun with nothing to do writes no run record at all."""
 
 from __future__ import annotations
 
@@ -13,19 +13,19 @@ from .. import __version__
 from ..codecs.semanticodec.variants import ACOUSTIC_VOCAB_SIZE, SAMPLE_RATE_HZ, SEGMENT_SAMPLES, SemantiCodecVariant
 from ..redaction import redact_all
 from .folder import CommittedKeys
-from .schema import MANIFEST_SCHEMA_VERSION
+from .schema import RUN_RECORD_SCHEMA_VERSION
 from .summary import ShardSummary
 
-# Not the codec's: the writer's version and the encoder's device, which the manifest has elsewhere, and
+# Not the codec's: the writer's version and the encoder's device, which the run record has elsewhere, and
 # the run settings footers carried before they were kept out of them (outputs written then still resume).
 _NOT_CODEC_KEYS = ("pipeline_version", "device", "batch_size", "max_batch_windows")
 
 
-def manifest_from_counts(*, config, source_kind: str, keys: CommittedKeys, run: ShardSummary, encoder: dict,
+def run_record_from_counts(*, config, source_kind: str, keys: CommittedKeys, run: ShardSummary, encoder: dict,
                          wall_time_s: float, resumed: bool, earlier: dict | None = None) -> dict:
     """`keys`: the output's committed keys at the end of the run (those read at the start, plus this
     run's write summaries folded in by the driver); `run`: the sum of this run's write summaries;
-    `earlier`: the manifest the output held before this run (its runs are kept)."""
+    `earlier`: the run record the output held before this run (its runs are kept)."""
     codec = {k: v for k, v in (keys.provenance or {}).items() if k not in _NOT_CODEC_KEYS}
     if not codec:  # nothing tokenized yet: what the run was asked for
         variant = SemantiCodecVariant(config.token_rate, config.semantic_vocab_size)
@@ -35,7 +35,7 @@ def manifest_from_counts(*, config, source_kind: str, keys: CommittedKeys, run: 
                  "synthetic_weights": config.checkpoint.startswith("synthetic:"), "dtype": config.dtype}
     passes, windows = run.encoder_passes, run.encoder_windows
     this_run_rows = run.rows
-    record = {
+    this_run = {
         "finished_at": datetime.now(UTC).isoformat(), "pipeline_version": __version__,
         "batch_size": encoder["batch_rows"], "max_batch_windows": config.max_batch_windows,
         "num_encoders": encoder["num_encoders"], "encoder_device": encoder["device"],
@@ -51,14 +51,14 @@ def manifest_from_counts(*, config, source_kind: str, keys: CommittedKeys, run: 
                    if k not in ("aws_profile", "s3_endpoint_url", "s3_region", "s3_anon")},
     }
     return redact_all({  # --source, --output and the checkpoint may be URLs with credentials
-        "schema": "manifest",
-        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "schema": "manifest",  # the schema's name (schemas/manifest.v1.json): output contract
+        "schema_version": RUN_RECORD_SCHEMA_VERSION,
         "pipeline_version": __version__,
         "created_at": datetime.now(UTC).isoformat(),
         "source": {"url": config.source, "kind": source_kind},
         "codec": codec,
-        "run": record,
-        "runs": [*earlier_runs(earlier), record],
+        "run": this_run,
+        "runs": [*earlier_runs(earlier), this_run],
         "counts": output_counts(keys),
         "totals": {
             "audio_hours": keys.audio_s / 3600, "token_pairs": keys.token_pairs, "tokens": 2 * keys.token_pairs,
@@ -69,7 +69,7 @@ def manifest_from_counts(*, config, source_kind: str, keys: CommittedKeys, run: 
 
 
 def output_counts(keys: CommittedKeys) -> dict:
-    """The manifest's `counts`: the output's inputs by outcome, its rows and files."""
+    """The run record's `counts`: the output's inputs by outcome, its rows and files."""
     return {
         **keys.outcome_counts(),
         "token_rows": keys.token_rows, "token_files": keys.token_files, "failure_files": keys.failure_files,
@@ -77,8 +77,8 @@ def output_counts(keys: CommittedKeys) -> dict:
     }
 
 
-def earlier_runs(manifest: dict | None) -> list[dict]:
-    """The runs a manifest records (one written before `runs` existed records only its `run`)."""
-    if not manifest:
+def earlier_runs(run_record: dict | None) -> list[dict]:
+    """The runs a run record holds (one written before `runs` existed holds only its `run`)."""
+    if not run_record:
         return []
-    return list(manifest.get("runs") or ([manifest["run"]] if manifest.get("run") else []))
+    return list(run_record.get("runs") or ([run_record["run"]] if run_record.get("run") else []))

@@ -1,7 +1,7 @@
-"""Seeded choice of the rows to decode, spread across shards and labels.
+"""Seeded choice of the rows to decode (the picks), spread across shards and labels.
 
 The picker goes round the shards (in a seeded order) taking one row per shard per round; within a
-shard it takes the row's label group that has been picked least so far across the whole sample
+shard it takes the row's label group that has been picked least so far across all the picks
 (ties broken by the seeded generator), and a random row of it. So N picks touch min(N, shards)
 shards, and labels are covered as evenly as the shards allow. Same rows, same seed: same picks.
 """
@@ -43,7 +43,7 @@ def index_rows(fs, shards: list[str]) -> dict[str, dict[str, list[int]]]:
     return groups
 
 
-def pick_samples(groups: dict[str, dict[str, list[int]]], count: int, seed: int) -> list[dict]:
+def choose_picks(groups: dict[str, dict[str, list[int]]], count: int, seed: int) -> list[dict]:
     """Up to `count` picks {shard_path, shard, row, label}: seeded, round-robin over shards,
     least-picked label first."""
     rng = np.random.default_rng(seed)
