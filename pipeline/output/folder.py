@@ -47,6 +47,7 @@ import pyarrow.parquet as pq
 from ..errors import OutputError
 from ..fsutil import is_local_fs, url_to_fs
 from .identity import ID_RULE_KEY, LEGACY_ID_RULE
+from .key_index import INDEX_FILE, index_bytes, listing_etag, read_index
 from .schema import FAILURES_SCHEMA_VERSION, TOKENS_SCHEMA_VERSION, arrow_schema
 from .summary import ShardSummary, footer_keys
 from .supersede import declared_void, relative_shard
@@ -278,7 +279,7 @@ class OutputFolder:
 
     def committed_files(self, kind: str) -> list[str]:
         """The paths of the committed shards of one folder (tokens/, failures/, retryable/), sorted."""
-        return [path for path, _ in self._listing(kind)]
+        return [path for path, _, _ in self._listing(kind)]
 
     def files(self) -> dict[str, int]:
         """{path relative to the folder: bytes} of every file under it ({} when it does not exist)."""
@@ -290,13 +291,11 @@ class OutputFolder:
 
     def committed_keys(self, threads: int = KEY_READ_THREADS) -> CommittedKeys:
         """The committed keys and counts, with the supersede rule applied. Each shard's footer holds
-        them (`pipeline.keys`), so one ranged read per shard suffices, run in parallel; shards
-        without it fall back to the key columns."""
-        fs = self.fs
+        them (`pipeline.keys`), so one ranged read per shard suffices, run in parallel (shards
+        without it fall back to the key columns); on an object store, the key index holds the
+        footers of the shards unchanged since it was written (`key_index.py`)."""
         keys = CommittedKeys()
-        listings = {kind: self._listing(kind) for kind in (TOKENS_DIR, FAILURES_DIR, RETRYABLE_DIR)}
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            read = {kind: _footers(pool, fs, kind, entries) for kind, entries in listings.items()}
+        listings, read = self._footer_reads(threads)
         void = declared_void({shard: footer.get("supersedes") or {} for footers in read.values()
                               for shard, footer in footers},
                              {shard: footer["ids"] for kind in (FAILURES_DIR, RETRYABLE_DIR)
@@ -310,6 +309,29 @@ class OutputFolder:
         keys.void = void
         keys.token_files, keys.failure_files = len(listings[TOKENS_DIR]), len(listings[FAILURES_DIR])
         return keys
+
+    def refresh_key_index(self, threads: int = KEY_READ_THREADS) -> None:
+        """Bring the key index up to date with the committed shards (the end of a run: the next
+        resume then reads one file, not each new shard's footer). Local folders keep no index."""
+        if not self.is_local:
+            self._footer_reads(threads)
+
+    def _footer_reads(self, threads: int) -> tuple[dict, dict]:
+        """({kind: its listing}, {kind: [(shard, footer keys)]}) of the committed shards: from the
+        key index where a shard is unchanged since, else from its footer; the index is written
+        anew when it was behind (filesystems with ETags only)."""
+        listings = {kind: self._listing(kind) for kind in (TOKENS_DIR, FAILURES_DIR, RETRYABLE_DIR)}
+        indexed = any(etag for entries in listings.values() for _, _, etag in entries)
+        index = read_index(self.fs, self.path(INDEX_FILE)) if indexed else {}
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            read = {kind: _footers(pool, self.fs, kind, entries, index) for kind, entries in listings.items()}
+        if indexed:
+            rows = [(shard, size, etag, json.dumps(footer) if text is None else text)
+                    for kind, entries in listings.items()
+                    for (_, size, etag), (shard, footer, text) in zip(entries, read[kind], strict=True)]
+            if {row[:3] for row in rows} != {(shard, *entry[:2]) for shard, entry in index.items()}:
+                self.publish(INDEX_FILE, index_bytes(rows))
+        return listings, {kind: [(shard, footer) for shard, footer, _ in found] for kind, found in read.items()}
 
     def _error_types(self, shard: str, summary: dict) -> list[str]:
         """Each row's error type, in order: from the footer, or (older shards) the column."""
@@ -354,18 +376,20 @@ class OutputFolder:
             fs.rmdir(f"{root}/{RETRYABLE_DIR}")
         return removed
 
-    def _listing(self, kind: str) -> list[tuple[str, int]]:
-        """(path, size) of the committed shards (`part-*.parquet`) of one folder, sorted: one listing call."""
+    def _listing(self, kind: str) -> list[tuple[str, int, str | None]]:
+        """(path, size, ETag or None) of the committed shards (`part-*.parquet`) of one folder, sorted:
+        one listing call."""
         try:
             entries = self.fs.ls(self.path(kind), detail=True)
         except FileNotFoundError:
             return []
-        return sorted((e["name"], int(e.get("size") or 0)) for e in entries
+        return sorted((e["name"], int(e.get("size") or 0), listing_etag(e)) for e in entries
                       if e["name"].rsplit("/", 1)[-1].startswith("part-") and e["name"].endswith(".parquet"))
 
     def clear(self) -> None:
         """Delete everything this pipeline writes (for --overwrite); other files are left alone."""
-        for name in (TOKENS_DIR, FAILURES_DIR, RETRYABLE_DIR, TMP_DIR, RUN_RECORD_FILE, FINGERPRINT_FILE, "README.md"):
+        for name in (TOKENS_DIR, FAILURES_DIR, RETRYABLE_DIR, TMP_DIR, RUN_RECORD_FILE, FINGERPRINT_FILE, INDEX_FILE,
+                     "README.md"):
             if self.fs.exists(self.path(name)):
                 self.fs.rm(self.path(name), recursive=True)
 
@@ -505,10 +529,19 @@ def _os_words(error: OSError) -> str:
     return error.strerror or str(error) or type(error).__name__
 
 
-def _footers(pool, fs, kind: str, entries: list[tuple[str, int]]) -> list[tuple[str, dict]]:
-    """(shard path relative to the output, its keys summary) for the shards `entries` of one folder."""
-    summaries = pool.map(lambda entry: _shard_keys(fs, *entry, tokens=kind == TOKENS_DIR), entries)
-    return [(relative_shard(path), summary) for (path, _), summary in zip(entries, summaries, strict=True)]
+def _footers(pool, fs, kind: str, entries: list[tuple[str, int, str | None]],
+             index: dict[str, tuple[int, str, str]]) -> list[tuple[str, dict, str | None]]:
+    """(shard path relative to the output, its footer keys, their JSON text from the index or None)
+    for the shards `entries` of one folder: from `index` where size and ETag match, else read."""
+    def one(entry: tuple[str, int, str | None]) -> tuple[str, dict, str | None]:
+        path, size, etag = entry
+        shard = relative_shard(path)
+        cached = index.get(shard)
+        if etag and cached and cached[:2] == (size, etag):
+            return shard, json.loads(cached[2]), cached[2]
+        return shard, _shard_keys(fs, path, size, tokens=kind == TOKENS_DIR), None
+
+    return list(pool.map(one, entries))
 
 
 def _read_footer(fs, path: str, size: int):

@@ -92,6 +92,7 @@ def _run(config: TokenizeConfig, plan: RunPlan, started: float, progress: bool, 
     if plan.limit_ids is None:  # every container was read through (--limit may stop one midway)
         void_read_through_containers(plan)
     drop_superseded(plan.output, plan.keys)
+    plan.output.refresh_key_index()
     encoder = {"batch_rows": config.max_batch_windows, "num_encoders": resources.max_actors,
                "device": resources.device}
     return _finish(config, plan, total, encoder, time.time() - started)
