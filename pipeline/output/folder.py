@@ -11,6 +11,7 @@ Layout under `--output`:
     README.md                       dataset card (`datasets.load_dataset(OUT)` reads tokens/failures)
     _fingerprint.json               what a resumed run must share with the first one
     _lease.json                     the writer lease of the run in progress (pipeline/output/lease.py)
+    _keys_index.parquet             object stores only: the shards' footers in one file (key_index.py)
     _tmp/                           files being written; never read as output
 
 Exactly-once: a shard's name is a hash of the (id, chunk) keys it holds, each key encoded without
