@@ -226,7 +226,7 @@ def bench_size(work: Path, rows: int, args) -> dict:
 
 # --- resume start-up on S3 ------------------------------------------------------------------------
 
-def s3_token_shards(client, bucket: str, prefix: str, ids: list[str]) -> None:
+def s3_token_shards(client, bucket: str, prefix: str, ids: list[str], provenance: dict) -> None:
     """Token shards as the pipeline writes them (keys in the footer), one token pair per row: a full-size
     corpus would not fit in moto's memory, and resume reads only the footers."""
     from concurrent.futures import ThreadPoolExecutor
@@ -241,7 +241,7 @@ def s3_token_shards(client, bucket: str, prefix: str, ids: list[str]) -> None:
                  "semantic": np.zeros(1, np.uint16), "acoustic": np.zeros(1, np.uint16), "labels": ["/m/09x0r"],
                  "human_labels": None} for i in ids[start:start + SHARD_ROWS]]
         folder = OutputFolder(f"memory://{prefix}")  # made by the pipeline's own writer, then PUT to moto
-        path = folder.write_shard(TOKENS_DIR, tokens_table(rows), provenance=PROVENANCE)
+        path = folder.write_shard(TOKENS_DIR, tokens_table(rows), provenance=provenance)
         import fsspec
 
         data = fsspec.filesystem("memory").cat_file(path)
@@ -257,9 +257,23 @@ PROVENANCE = {"codec": "semanticodec", "variant": "semanticodec-r100-v4096", "to
               "files": {}}
 
 
+def weights_provenance() -> dict:
+    """PROVENANCE with the hashes of synthetic:small's encoder files (a resume checks them)."""
+    from pipeline.codecs.semanticodec.checkpoint import encoder_file_hashes
+    from pipeline.codecs.semanticodec.synthetic import resolve_checkpoint_location
+
+    location = resolve_checkpoint_location("synthetic:small", 100, 4096, with_decoder=False)
+    hashes = encoder_file_hashes(location, 100, 4096)
+    return {**PROVENANCE, "files": {name: {"sha256": sha} for name, sha in hashes.items()}}
+
+
 def bench_s3_resume(work: Path, keys: int) -> dict:
     import boto3
 
+    from pipeline.codecs.semanticodec.variants import SemantiCodecVariant
+    from pipeline.output.folder import OutputFolder
+    from pipeline.output.identity import run_fingerprint
+    from pipeline.output.schema import TOKENS_SCHEMA_VERSION
     from pipeline.tokenize.config import TokenizeConfig
     from pipeline.tokenize.plan import plan_run
     from tests.support.s3 import S3_ENV
@@ -272,11 +286,14 @@ def bench_s3_resume(work: Path, keys: int) -> dict:
         client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
         client.create_bucket(Bucket="bench")
         started = time.time()
-        s3_token_shards(client, "bench", "run", [f"clip-{i:08d}" for i in range(keys)])
+        s3_token_shards(client, "bench", "run", [f"clip-{i:08d}" for i in range(keys)], weights_provenance())
         seeded_s = time.time() - started
         config = TokenizeConfig(source=str(manifest), output="s3://bench/run", checkpoint="synthetic:small",
                                 semantic_vocab_size=4096, num_gpus=0, missing_inputs="fail",
                                 s3_endpoint_url=endpoint)
+        OutputFolder(config.output, config.storage_options()).check_fingerprint(run_fingerprint(  # as its run did
+            variant=SemantiCodecVariant(config.token_rate, config.semantic_vocab_size).name, dtype=config.dtype,
+            chunk_windows=config.chunk_windows, tokens_schema_version=TOKENS_SCHEMA_VERSION))
         plans = []
         for _ in ("no key index (a killed run's output): every footer is read", "the key index a run leaves"):
             started = time.time()
