@@ -22,6 +22,7 @@ to fix: the listing fails with a `SourceError` naming the first few such rows.
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import io
 import itertools
@@ -29,6 +30,7 @@ import json
 import math
 import posixpath
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SourceError
@@ -135,34 +137,56 @@ def _first(columns, names):
 
 # --- one row -----------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class _Columns:
+    """Which of a row's columns play which part (the first present name wins), worked out once for
+    every row with the same column names (`columns_of`): all of a CSV's rows."""
+
+    uri: str | None
+    id: str | None
+    start: str | None
+    end: str | None
+    duration: str | None
+    others: tuple[str, ...]  # the columns that may go into `meta`
+    lhotse: bool  # Lhotse's `sources` or `recording` is there
+
+
+@functools.lru_cache(maxsize=256)
+def columns_of(names: tuple[str, ...]) -> _Columns:
+    uri, id = _first(names, URI_COLUMNS), _first(names, ID_COLUMNS)
+    used = {uri, id, *START_COLUMNS, *END_COLUMNS, *DURATION_COLUMNS, *LABEL_COLUMNS}
+    return _Columns(uri, id, _first(names, START_COLUMNS), _first(names, END_COLUMNS), _first(names, DURATION_COLUMNS),
+                    tuple(name for name in names if name not in used),
+                    LHOTSE_SOURCES in names or "recording" in names)
+
+
 def row_item(row: dict, *, rule: UriRule) -> SourceItem:
     """One manifest row → the SourceItem it describes (no data; its failure when the rule does not
     allow its audio path); raises BadRow."""
-    uri_col = _first(row, URI_COLUMNS)
-    raw_uri = row.get(uri_col) if uri_col else None
-    lhotse = raw_uri is None and (LHOTSE_SOURCES in row or "recording" in row)
+    columns = columns_of(tuple(row))
+    raw_uri = row.get(columns.uri) if columns.uri else None
+    lhotse = raw_uri is None and columns.lhotse
     if lhotse:
         raw_uri = _lhotse_source(row)
     if raw_uri is None or str(raw_uri) == "":
         raise BadRow("no audio path")
     raw_uri = str(raw_uri)
-    id_col = _first(row, ID_COLUMNS)
-    raw_id = row.get(id_col) if id_col else None
+    raw_id = row.get(columns.id) if columns.id else None
     item_id = redact(raw_uri) if raw_id is None else _id_text(raw_id)  # a presigned URL's signature is no id
     problem = id_problem(item_id)
     if problem:
         raise BadRow(problem)
-    start_s = _seconds(row, START_COLUMNS)
-    end_s = _seconds(row, END_COLUMNS)
-    duration = _seconds(row, DURATION_COLUMNS)
+    start_s = _seconds(row, columns.start)
+    end_s = _seconds(row, columns.end)
+    duration = _seconds(row, columns.duration)
     if end_s is None and duration is not None:
         end_s = (start_s or 0.0) + duration
     if start_s is not None and start_s < 0:
         raise BadRow(f"negative start {start_s}")
     if end_s is not None and end_s <= (start_s or 0.0):
         raise BadRow(f"end {end_s} s is not after start {start_s or 0.0} s")
-    used = {uri_col, id_col, *START_COLUMNS, *END_COLUMNS, *DURATION_COLUMNS, *LABEL_COLUMNS}
-    meta = scalar_fields(row, exclude=used | set(LHOTSE_FIELDS if lhotse else ()))
+    meta = {str(name): row[name] for name in columns.others
+            if _is_scalar(row[name]) and not (lhotse and name in LHOTSE_FIELDS)}
     if lhotse:
         meta.update(_supervision_meta(row.get("supervisions")))
     item = SourceItem(
@@ -182,8 +206,7 @@ def _id_text(value) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-def _seconds(row: dict, names) -> float | None:
-    column = _first(row, names)
+def _seconds(row: dict, column: str | None) -> float | None:
     value = row.get(column) if column else None
     if value is None:
         return None
