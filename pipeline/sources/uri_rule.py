@@ -155,13 +155,14 @@ class UriRule:
         manifest of a million rows in a few folders costs one `lstat` a row, not one per component."""
         if "\x00" in path:  # (os.path.islink says False where realpath raises)
             raise ValueError("embedded null byte")
-        folder, name = posixpath.split(path)
+        folder, _, name = path.rpartition("/")
+        folder = folder or "/"
         real_folder = self._real_folders.get(folder)
         if real_folder is None:
             if len(self._real_folders) >= REAL_FOLDERS_KEPT:
                 self._real_folders.clear()
             real_folder = self._real_folders[folder] = os.path.realpath(folder)
-        joined = posixpath.join(real_folder, name)
+        joined = f"{real_folder.rstrip('/')}/{name}" if name else real_folder
         return os.path.realpath(joined) if os.path.islink(joined) else joined
 
     def _outside(self, raw: object, why: str) -> UriOutsideRule:

@@ -61,3 +61,21 @@ def test_a_manifest_is_listed_into_columns_row_by_row(tmp_path):
     assert [u.item.meta for u in work] == [{"text": f"t{n}"} for n in range(5)]
     assert [u.item.end_s for u in work] == [1.5] * 5
     assert units_table(list(work)).equals(work.table.combine_chunks())
+
+
+def test_csv_rows_are_what_dictreader_gives_with_empty_cells_as_none():
+    import csv
+    import io
+
+    from pipeline.sources.manifest import _csv_rows
+
+    text = ('id,uri,text,id\n'
+            'a,x.wav,"two\nlines",a2\n'  # a quoted newline; a repeated column name: the last one wins
+            '\n'  # a blank line
+            'b,y.wav\n'  # short: the rest is None
+            'c,z.wav,t,c2,extra,more\n'  # long: the extra cells are dropped
+            ',w.wav,"",\n')
+    expected = [{k: (v if v != "" else None) for k, v in row.items() if k is not None}
+                for row in csv.DictReader(io.StringIO(text, newline=""))]
+    assert list(_csv_rows(text)) == expected and len(expected) == 4
+    assert list(_csv_rows("")) == [] and list(_csv_rows("id,uri\n")) == []
