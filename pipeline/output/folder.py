@@ -174,22 +174,20 @@ class CommittedKeys:
         failed = _unique(self.failed_parts.pieces())
         return _without(failed, self.unfailed)
 
-    def complete_ids(self) -> pa.Array:
-        """Inputs fully accounted for (distinct): failed (and not being retried), or every chunk committed."""
-        per_input = self._per_input()
-        done = per_input.filter(pc.greater_equal(per_input["chunks"], per_input["num_chunks"]))["id"]
-        return _unique([done, _without(self.failed_ids(), self.retrying.keys())])
-
-    def partial_ids(self, complete: pa.Array | None = None) -> pa.Array:
-        """Inputs with some but not all chunks committed (`complete`: `complete_ids()`, if at hand)."""
-        started = self._per_input()["id"]
-        return _without(started, self.complete_ids() if complete is None else complete)
+    def progress(self) -> tuple[pa.Array, pa.Array]:
+        """(complete, partial) ids, distinct: inputs fully accounted for (failed and not being
+        retried, or every chunk committed), and inputs with some but not all chunks committed."""
+        final_failures = _without(self.failed_ids(), self.retrying.keys())
+        counted = self._tokens().group_by("id", use_threads=False).aggregate(
+            [("chunk_index", "count_distinct"), ("num_chunks", "max")])
+        whole = pc.greater_equal(counted["chunk_index_count_distinct"], counted["num_chunks_max"])
+        complete = _unique([counted["id"].filter(whole), final_failures])
+        return complete, _without(counted["id"].filter(pc.invert(whole)), final_failures)
 
     def outcome_counts(self) -> dict[str, int]:
         """The inputs by outcome: tokenized, failed, retryable, incomplete (some chunks committed),
         and all of them (an input counts once, where the supersede rule puts it)."""
-        complete = self.complete_ids()
-        partial = self.partial_ids(complete)
+        complete, partial = self.progress()
         failed = self.failed_ids()
         tokenized = _without(complete, failed)
         everyone = _unique([tokenized, failed, partial, pa.array(list(self.retryable), pa.string())])
@@ -209,13 +207,6 @@ class CommittedKeys:
             return pa.table({"id": pa.array([], pa.string()), "chunk_index": pa.array([], _INT),
                              "num_chunks": pa.array([], _INT)})
         return pa.concat_tables(self.token_parts.pieces())
-
-    def _per_input(self) -> pa.Table:
-        """id, chunks (distinct chunk indices committed), num_chunks (the chunks it was cut into)."""
-        counted = self._tokens().group_by("id", use_threads=False).aggregate(
-            [("chunk_index", "count_distinct"), ("num_chunks", "max")])
-        return pa.table({"id": counted["id"], "chunks": counted["chunk_index_count_distinct"],
-                         "num_chunks": counted["num_chunks_max"]})
 
 
 _INT = pa.int32()

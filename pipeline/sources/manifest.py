@@ -161,17 +161,16 @@ class _Columns:
     start: str | None
     end: str | None
     duration: str | None
-    others: tuple[str, ...]  # the columns that may go into `meta`
+    used: frozenset[str | None]  # the columns with a part (the others may go into `meta`)
     lhotse: bool  # Lhotse's `sources` or `recording` is there
 
 
 @functools.lru_cache(maxsize=256)
 def columns_of(names: tuple[str, ...]) -> _Columns:
     uri, id = _first(names, URI_COLUMNS), _first(names, ID_COLUMNS)
-    used = {uri, id, *START_COLUMNS, *END_COLUMNS, *DURATION_COLUMNS, *LABEL_COLUMNS}
+    used = frozenset({uri, id, *START_COLUMNS, *END_COLUMNS, *DURATION_COLUMNS, *LABEL_COLUMNS})
     return _Columns(uri, id, _first(names, START_COLUMNS), _first(names, END_COLUMNS), _first(names, DURATION_COLUMNS),
-                    tuple(name for name in names if name not in used),
-                    LHOTSE_SOURCES in names or "recording" in names)
+                    used, LHOTSE_SOURCES in names or "recording" in names)
 
 
 def row_item(row: dict, *, rule: UriRule) -> SourceItem:
@@ -199,8 +198,7 @@ def row_item(row: dict, *, rule: UriRule) -> SourceItem:
         raise BadRow(f"negative start {start_s}")
     if end_s is not None and end_s <= (start_s or 0.0):
         raise BadRow(f"end {end_s} s is not after start {start_s or 0.0} s")
-    meta = {str(name): row[name] for name in columns.others
-            if _is_scalar(row[name]) and not (lhotse and name in LHOTSE_FIELDS)}
+    meta = scalar_fields(row, exclude=columns.used.union(LHOTSE_FIELDS) if lhotse else columns.used)
     if lhotse:
         meta.update(_supervision_meta(row.get("supervisions")))
     item = SourceItem(
@@ -275,9 +273,6 @@ def _supervision_meta(supervisions) -> dict:
 
 class ManifestSource(FilesSource):
     kind = "manifest"
-
-    def _list_units(self) -> list[WorkUnit]:
-        return list(self.iter_units())
 
     def iter_units(self) -> Iterator[WorkUnit]:
         fs, path = self.filesystem()

@@ -134,8 +134,8 @@ def _plan(config: TokenizeConfig, resolved, output: OutputFolder, lease: WriterL
             units = units.head(config.limit)
         else:
             limit_ids = _first_ids(resolved.source, units, config.limit)
-    complete = keys.complete_ids()
-    partial = set(keys.partial_ids(complete).to_pylist())  # a few inputs: those a killed run left midway
+    complete, partial = keys.progress()
+    partial = set(partial.to_pylist())  # a few inputs: those a killed run left midway
     units = units.without_keys(complete)
     return RunPlan(resolved.source, units, resolved.checkpoint, resolved.synthetic, output, lease, keys,
                    complete, partial, previous, limit_ids, resumed, config.overwrite)

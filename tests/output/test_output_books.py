@@ -62,8 +62,8 @@ def test_committed_keys_counts_and_partial_inputs(tmp_path):
     assert len(output.committed_files(FAILURES_DIR)) == 1 and len(output.committed_files(RETRYABLE_DIR)) == 1
     keys = output.committed_keys()
     # the retryable failure is not final, "long" lacks chunk 2
-    assert sorted(keys.complete_ids().to_pylist()) == ["a", "bad"]
-    assert keys.partial_ids().to_pylist() == ["long"]
+    complete, partial = keys.progress()
+    assert sorted(complete.to_pylist()) == ["a", "bad"] and partial.to_pylist() == ["long"]
     assert keys.outcome_counts() == {"inputs": 4, "tokenized": 1, "failed": 1, "retryable": 1, "incomplete": 1}
     assert (keys.token_rows, keys.token_pairs, keys.failure_types) == (3, 15, {"AudioDecodeError": 1})
     assert keys.provenance == {"variant": "v"}
