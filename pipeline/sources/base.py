@@ -18,11 +18,14 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from ..errors import SourceError
 from ..records import STAGE_READ, Failure, SourceItem
 from .uri_rule import UriRule
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +106,11 @@ class Source:
         """The units, as the listing finds them (sources that list row by row stream them); the
         caller maps user errors (`user_errors`). `work_list.list_work` keeps them as columns."""
         return iter(self._list_units())
+
+    def work_tables(self) -> Iterator[pa.Table] | None:
+        """The units as tables of `work_list.WORK_SCHEMA`, for a source that lists in columns; None
+        for one that lists unit by unit (`iter_units`)."""
+        return None
 
     def _list_units(self) -> list[WorkUnit]:
         raise NotImplementedError

@@ -33,7 +33,7 @@ from ..records import STAGE_READ, SourceItem
 from .base import Source, WorkUnit, failed_item, is_transient
 from .ids import DUPLICATE_ERROR, duplicate_message, id_problem, later_copies
 from .listing import list_files
-from .manifest import ID_COLUMNS, LABEL_COLUMNS, scalar_fields, split_labels
+from .manifest_rows import ID_COLUMNS, LABEL_COLUMNS, scalar_fields, split_labels
 from .parquet_pages import column_pages
 from .uri_rule import UriOutsideRule, folder_of
 from .uris import row_uri

@@ -28,7 +28,7 @@ from ..records import STAGE_READ, SourceItem
 from .base import AUDIO_EXTENSIONS, Source, WorkUnit, failed_item, is_transient
 from .ids import DUPLICATE_ERROR, duplicate_message, id_problem
 from .listing import list_files
-from .manifest import LABEL_COLUMNS, scalar_fields, split_labels
+from .manifest_rows import LABEL_COLUMNS, scalar_fields, split_labels
 from .uris import member_uri
 
 _MEMBER_KINDS = ((tarfile.TarInfo.issym, "a symbolic link"), (tarfile.TarInfo.islnk, "a hard link"),

@@ -22,18 +22,29 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+import stat
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from ..errors import ConfigError, InputRefused
 
-REAL_FOLDERS_KEPT = 4096  # folders whose resolved path a rule keeps (`UriRule._real_path`)
+REAL_FOLDERS_KEPT = 4096  # folders whose resolved path a rule keeps (`UriRule._real_path`, `resolve_plain`)
+LSTATS_BEFORE_SCAN = 256  # `resolve_plain`: links in a folder found by `lstat` this often, then by listing it once
 
 ALLOW_FLAG = "--allow-uri-prefix"
 RULE_NAME = "the URI rule"
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 _ALIASES = {"s3a": "s3", "local": "file", "gcs": "gs"}  # one filesystem, two names
 _WEB = ("http", "https")
+# A plain path: components of at least one character, the first a letter, digit or `_` (so the path
+# is no blank string, `.` or `..`), the others without `/` or NUL; `/.`, `/..` components, `::` and
+# `://` are screened out separately (RE2 has no lookahead).
+_PLAIN_RELATIVE = r"^[\p{L}\p{N}_][^/\x00]*(?:/[^/\x00]+)*$"
+_PLAIN_ABSOLUTE = r"^/[\p{L}\p{N}_][^/\x00]*(?:/[^/\x00]+)*$"
+_DOT_COMPONENT = r"/\.\.?(?:/|$)"
 
 
 class UriOutsideRule(InputRefused):
@@ -97,6 +108,7 @@ class UriRule:
         object.__setattr__(self, "_root", command_line_location(self.root or self.base))
         object.__setattr__(self, "_allowed", tuple(allowed_locations(self.allowed_prefixes)))
         object.__setattr__(self, "_real_folders", {})
+        object.__setattr__(self, "_plain_folders", {})
 
     def resolve(self, raw: object) -> str:
         """The URI to read for `raw` (a string from data), or UriOutsideRule."""
@@ -108,7 +120,7 @@ class UriRule:
             location, uri = self._locate(raw)
         except (ValueError, OSError) as error:  # a NUL byte, an unparsable URL
             raise self._outside(raw, f"cannot be resolved ({error})") from None
-        if location.under(self._root) or any(location.under(prefix) for prefix in self._allowed):
+        if self._allows(location):
             return uri
         if location.scheme != self._root.scheme:
             raise self._outside(raw, f"is on another filesystem ({location.scheme}://, this data is on "
@@ -165,11 +177,97 @@ class UriRule:
         joined = f"{real_folder.rstrip('/')}/{name}" if name else real_folder
         return os.path.realpath(joined) if os.path.islink(joined) else joined
 
+    def resolve_plain(self, raws: pa.Array) -> pa.Array:
+        """`resolve` for a column of URIs at once, where it needs none of its general rules: for a
+        plain path (relative, or absolute on a local filesystem; no empty, `.` or `..` component, no
+        URL, no NUL, the first character a letter, digit or `_`) whose folder lies under the rule,
+        and, on a local filesystem, whose last component is no symbolic link, its URI, as `resolve`
+        gives it. Null for every other value: `resolve` tells those (allowed, or UriOutsideRule)."""
+        base = self._base
+        if base.scheme in _WEB:
+            return pa.nulls(len(raws), pa.string())
+        local = base.scheme == "file"
+        raws = raws.cast(pa.string())
+        relative = pc.match_substring_regex(raws, _PLAIN_RELATIVE)
+        plain = pc.or_(relative, pc.match_substring_regex(raws, _PLAIN_ABSOLUTE)) if local else relative
+        plain = pc.and_(plain, pc.invert(pc.or_(pc.or_(pc.match_substring_regex(raws, _DOT_COMPONENT),
+                                                       pc.match_substring(raws, "::")),
+                                                pc.match_substring(raws, "://"))))
+        prefix = f"{base.path.rstrip('/')}/" if local else (f"{base.path}/" if base.path else "")
+        joined = pc.binary_join_element_wise(prefix, raws, "")
+        paths = pc.if_else(pc.fill_null(plain, False), pc.if_else(relative, joined, raws), None)
+        uris = []
+        for path in paths.to_pylist():
+            if path is None:
+                uris.append(None)
+                continue
+            folder, _, name = path.rpartition("/")
+            state = self._plain_folders.get(folder)
+            if state is None:
+                if len(self._plain_folders) >= REAL_FOLDERS_KEPT:
+                    self._plain_folders.clear()
+                state = self._plain_folders[folder] = self._plain_folder(folder)
+            if state.real_prefix is None or (local and state.is_link(name)):
+                uris.append(None)
+            else:
+                uris.append(path if local else f"{base.scheme}://{path}")
+        return pa.array(uris, pa.string())
+
+    def _plain_folder(self, folder: str) -> _PlainFolder:
+        """What `resolve_plain` keeps of a folder whose files it resolves (a folder not under the rule
+        has no `real_prefix`: its files go to `resolve`, which also knows a file that is the root)."""
+        scheme = self._base.scheme
+        if scheme != "file":
+            return _PlainFolder("" if self._allows(Location(scheme, folder)) else None)
+        real = os.path.realpath(folder or "/")
+        return _PlainFolder(f"{real.rstrip('/')}/" if self._allows(Location("file", real)) else None)
+
+    def _allows(self, location: Location) -> bool:
+        return location.under(self._root) or any(location.under(prefix) for prefix in self._allowed)
+
     def _outside(self, raw: object, why: str) -> UriOutsideRule:
         shown = repr(raw[:300]) if isinstance(raw, str) else repr(raw)[:300]
         return UriOutsideRule(
             f"{shown} {why}: data may name only files under {self.what} {self._root.display()} on its own "
             f"filesystem ({RULE_NAME}); to read it, widen the rule with {ALLOW_FLAG} <folder or URL prefix>")
+
+
+class _PlainFolder:
+    """A folder under the rule, as `resolve_plain` keeps it: its resolved path, and which of its
+    entries are symbolic links (found by `lstat` for its first `LSTATS_BEFORE_SCAN` names, then by
+    listing the folder once: one `lstat` costs about as much as listing six entries)."""
+
+    __slots__ = ("real_prefix", "lstats", "links")
+
+    def __init__(self, real_prefix: str | None) -> None:
+        self.real_prefix = real_prefix
+        self.lstats = 0
+        self.links: frozenset[str] | None = None
+
+    def is_link(self, name: str) -> bool:
+        if self.links is not None:
+            return name in self.links
+        self.lstats += 1
+        if self.lstats == LSTATS_BEFORE_SCAN:  # (once: a folder that cannot be listed keeps `lstat`)
+            self.links = _link_names(self.real_prefix)
+            if self.links is not None:
+                return name in self.links
+        try:
+            return stat.S_ISLNK(os.lstat(self.real_prefix + name).st_mode)
+        except (OSError, ValueError):
+            return False
+
+
+def _link_names(folder: str) -> frozenset[str] | None:
+    """The names of the symbolic links in `folder` (none where it does not exist or is no folder),
+    or None where it cannot be listed (`lstat` still answers there)."""
+    try:
+        with os.scandir(folder) as entries:
+            return frozenset(entry.name for entry in entries if entry.is_symlink())
+    except (FileNotFoundError, NotADirectoryError):
+        return frozenset()
+    except OSError:
+        return None
 
 
 def allowed_locations(prefixes) -> list[Location]:

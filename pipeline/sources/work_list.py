@@ -46,7 +46,10 @@ def list_work(source: Source) -> WorkList:
     """Every unit of `source` as columns, built as the listing goes (a user's mistake is a
     `SourceError`, as for `Source.list_units`)."""
     with user_errors(source.url):
-        return WorkList.from_units(source.iter_units())
+        tables = source.work_tables()
+        if tables is None:
+            return WorkList.from_units(source.iter_units())
+        return WorkList.from_tables(tables)
 
 
 def units_table(units: list[WorkUnit]) -> pa.Table:
@@ -94,6 +97,11 @@ class WorkList:
         while batch := list(itertools.islice(units, batch_units)):
             tables.append(units_table(batch))
         return cls(pa.concat_tables(tables) if tables else WORK_SCHEMA.empty_table())
+
+    @classmethod
+    def from_tables(cls, tables: Iterable[pa.Table]) -> WorkList:
+        """The list of the units in `tables` (of `WORK_SCHEMA`), in order."""
+        return cls(pa.concat_tables([WORK_SCHEMA.empty_table(), *tables]))
 
     def __len__(self) -> int:
         return self.table.num_rows

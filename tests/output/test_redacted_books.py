@@ -14,7 +14,7 @@ from pipeline.output.run_record import run_record_from_counts
 from pipeline.output.shards import write_records
 from pipeline.output.summary import ShardSummary
 from pipeline.records import ChunkInfo, EncodedChunk, Failure
-from pipeline.sources.manifest import row_item
+from pipeline.sources.manifest_rows import row_item
 from pipeline.sources.uri_rule import UriRule
 from pipeline.tokenize.config import TokenizeConfig
 
