@@ -13,28 +13,54 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
+import math
+import pickle
 import posixpath
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
+
+import pyarrow as pa
 
 from ..errors import SourceError
-from ..records import STAGE_READ, Failure, SourceItem
-from .base import AUDIO_EXTENSIONS, WorkUnit, single_unit
+from ..records import STAGE_READ, Failure
+from .base import AUDIO_EXTENSIONS, WorkUnit
 from .files import FilesSource
-from .ids import check_ids
-from .listing import protocol_prefix, relative_id
-from .uri_rule import UriOutsideRule
+from .ids import BadIds
+from .listing import find_files, protocol_prefix, relative_id
+from .uri_rule import UriOutsideRule, UriRule
+from .work_list import BATCH_UNITS, WORK_SCHEMA, table_units
 
 
-def parse_segments_csv(text: str) -> list[dict]:
-    rows = []
-    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
-    for fields in csv.reader(io.StringIO("\n".join(lines)), skipinitialspace=True):
+class Segment(NamedTuple):
+    ytid: str
+    start: str  # the CSV's own number text: file names may repeat it
+    end: str
+    start_s: float
+    end_s: float
+    labels: list[str]
+
+
+def iter_segments(text: str) -> Iterator[Segment]:
+    """The segments of an AudioSet CSV, one at a time; a malformed line is a SourceError."""
+    lines = (line for line in io.StringIO(text) if line.strip() and not line.startswith("#"))
+    for fields in csv.reader(lines, skipinitialspace=True):
         if len(fields) < 4:
             raise SourceError(f"malformed AudioSet segment line: {fields!r}")
         ytid, start, end, labels = fields[0].strip(), fields[1].strip(), fields[2].strip(), fields[3]
-        mids = [m.strip() for m in labels.split(",") if m.strip()]
-        rows.append({"ytid": ytid, "start": start, "end": end, "labels": mids})
-    return rows
+        try:
+            start_s, end_s = float(start), float(end)
+        except ValueError:
+            start_s = end_s = math.nan
+        if not (math.isfinite(start_s) and math.isfinite(end_s)):
+            raise SourceError(f"malformed AudioSet segment line (start and end must be seconds): {fields!r}")
+        yield Segment(ytid, start, end, start_s, end_s, [m.strip() for m in labels.split(",") if m.strip()])
+
+
+def parse_segments_csv(text: str) -> list[dict]:
+    return [{"ytid": seg.ytid, "start": seg.start, "end": seg.end, "labels": seg.labels}
+            for seg in iter_segments(text)]
 
 
 def parse_class_labels(text: str) -> dict[str, str]:
@@ -43,20 +69,19 @@ def parse_class_labels(text: str) -> dict[str, str]:
     return {row["mid"]: row["display_name"] for row in reader}
 
 
-def segment_id(ytid: str, start: str, end: str) -> str:
-    return f"{ytid}_{float(start):.3f}_{float(end):.3f}"
+def segment_id(seg: Segment) -> str:
+    return f"{seg.ytid}_{seg.start_s:.3f}_{seg.end_s:.3f}"
 
 
-def candidate_stems(ytid: str, start: str, end: str) -> list[str]:
-    s, e = float(start), float(end)
-    return [
-        f"{ytid}_{start}_{end}",
-        f"{ytid}_{s:.3f}_{e:.3f}",
-        f"{ytid}_{s:.1f}_{e:.1f}",
-        f"{ytid}_{int(s)}_{int(e)}",
-        f"{ytid}_{int(s * 1000)}_{int(e * 1000)}",
-        ytid,
-    ]
+def candidate_stems(seg: Segment) -> Iterator[str]:
+    """The names (without extension) a segment's file may have, in order of preference."""
+    ytid, s, e = seg.ytid, seg.start_s, seg.end_s
+    yield f"{ytid}_{seg.start}_{seg.end}"
+    yield f"{ytid}_{s:.3f}_{e:.3f}"
+    yield f"{ytid}_{s:.1f}_{e:.1f}"
+    yield f"{ytid}_{int(s)}_{int(e)}"
+    yield f"{ytid}_{int(s * 1000)}_{int(e * 1000)}"
+    yield ytid
 
 
 @dataclass
@@ -66,11 +91,16 @@ class AudioSetSource(FilesSource):
 
     kind = "audioset"
 
-    def _list_units(self) -> list[WorkUnit]:
+    def iter_units(self) -> Iterator[WorkUnit]:
+        return (unit for table in self.work_tables() for unit in table_units(table))
+
+    def work_tables(self) -> Iterator[pa.Table]:
+        """The segments' units as columns, a batch at a time: a CSV of millions of segments is never
+        held as objects (the audio root's files are, as the index the segments are joined on)."""
         if not self.audio_root:
             raise SourceError("an AudioSet segments CSV needs --audio-root (where the audio files are)")
         fs, path = self.filesystem()
-        segments = parse_segments_csv(fs.cat_file(path).decode("utf-8"))
+        segments = iter_segments(fs.cat_file(path).decode("utf-8"))
         names = {}
         if self.class_labels_url:
             lfs, lpath = self.filesystem(self.class_labels_url)
@@ -79,22 +109,39 @@ class AudioSetSource(FilesSource):
         root = root.rstrip("/") or "/"
         rule = self.uri_rule(protocol_prefix(afs) + root, what="--audio-root")
         by_stem = {}
-        for file in afs.find(root):
+        for file in sorted(find_files(afs, root)):  # (sorted: the first file of a stem wins)
             if file.lower().endswith(AUDIO_EXTENSIONS):
-                by_stem.setdefault(posixpath.splitext(posixpath.basename(file))[0], file)
-        units = []
-        for seg in segments:
-            stem = next((s for s in candidate_stems(seg["ytid"], seg["start"], seg["end"]) if s in by_stem), None)
-            name = relative_id(by_stem[stem], root) if stem else f"{seg['ytid']}_{seg['start']}_{seg['end']}.flac"
-            human = [names.get(m, m) for m in seg["labels"]] if names else None
-            item = SourceItem(id=segment_id(seg["ytid"], seg["start"], seg["end"]), uri=name, labels=seg["labels"],
-                              human_labels=human)
-            if stem == seg["ytid"]:  # the whole video's audio: cut the segment from it
-                item.start_s, item.end_s = float(seg["start"]), float(seg["end"])
-            try:
-                item.uri = rule.resolve(name)
-            except UriOutsideRule as error:
-                item.failure = Failure.from_error(item.id, name, STAGE_READ, error, "UriOutsideRule")
-            units.append(single_unit(item))
-        check_ids(units, f"AudioSet segments {self.url}")
-        return units
+                by_stem.setdefault(posixpath.splitext(posixpath.basename(file))[0], relative_id(file, root))
+        return self._tables(segments, by_stem, names, rule)
+
+    def _tables(self, segments: Iterator[Segment], by_stem: dict[str, str], names: dict[str, str],
+                rule: UriRule) -> Iterator[pa.Table]:
+        bad_ids = BadIds(f"AudioSet segments {self.url}")
+        while batch := list(itertools.islice(segments, BATCH_UNITS)):
+            keys, files, starts, ends = [], [], [], []
+            for seg in batch:
+                stem = next((s for s in candidate_stems(seg) if s in by_stem), None)
+                keys.append(segment_id(seg))
+                files.append(by_stem[stem] if stem else f"{seg.ytid}_{seg.start}_{seg.end}.flac")
+                whole = stem == seg.ytid  # the whole video's audio: cut the segment from it
+                starts.append(seg.start_s if whole else None)
+                ends.append(seg.end_s if whole else None)
+            uris = rule.resolve_plain(pa.array(files, pa.string())).to_pylist()
+            failures = [None] * len(batch)
+            for at, uri in enumerate(uris):
+                if uri is None:
+                    try:
+                        uris[at] = rule.resolve(files[at])
+                    except UriOutsideRule as error:
+                        uris[at] = files[at]
+                        failures[at] = pickle.dumps(
+                            Failure.from_error(keys[at], files[at], STAGE_READ, error, "UriOutsideRule"))
+            for key, uri in zip(keys, uris, strict=True):
+                bad_ids.see(key, uri)
+            labels = [seg.labels for seg in batch]
+            yield pa.table({
+                "key": keys, "uri": uris, "container": [False] * len(batch), "labels": labels,
+                "human_labels": [[names.get(m, m) for m in mids] for mids in labels] if names else [None] * len(batch),
+                "start_s": starts, "end_s": ends, "meta": [None] * len(batch), "failure": failures,
+                "duplicates": [None] * len(batch)}, schema=WORK_SCHEMA)
+        bad_ids.raise_if_any()

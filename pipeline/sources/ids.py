@@ -52,19 +52,37 @@ def id_problem(value: object) -> str | None:
     return None
 
 
+class BadIds:
+    """The invalid ids a listing meets as it goes: how many, and the first few by entry and place."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.entries = 0
+        self.count = 0
+        self.shown: list[str] = []
+
+    def see(self, id: str | None, place: str) -> None:
+        """The next entry's id (None: a container, which has none yet) and where it is."""
+        self.entries += 1
+        problem = id_problem(id) if id is not None else None
+        if problem:
+            self.count += 1
+            if len(self.shown) < SHOWN:
+                self.shown.append(f"entry {self.entries} ({place[:80]}): {problem}")
+
+    def raise_if_any(self) -> None:
+        if self.count:
+            raise SourceError(f"{self.where}: {self.count} invalid id(s) (ids are non-empty strings of at most "
+                              f"{MAX_ID_CHARS} characters without control characters); fix them in the source: "
+                              + "; ".join(self.shown))
+
+
 def check_ids(units: Iterable[WorkUnit], where: str) -> None:
     """Raise a SourceError naming the first few units whose id is invalid."""
-    bad = []
-    count = 0
-    for position, unit in enumerate(units):
-        problem = id_problem(unit.item.id) if unit.item is not None else None
-        if problem:
-            count += 1
-            if len(bad) < SHOWN:
-                bad.append(f"entry {position + 1} ({unit.uri[:80]}): {problem}")
-    if count:
-        raise SourceError(f"{where}: {count} invalid id(s) (ids are non-empty strings of at most {MAX_ID_CHARS} "
-                          f"characters without control characters); fix them in the source: " + "; ".join(bad))
+    bad = BadIds(where)
+    for unit in units:
+        bad.see(unit.item.id if unit.item is not None else None, unit.uri)
+    bad.raise_if_any()
 
 
 def find_duplicate_ids(work: WorkList) -> dict[str, int]:

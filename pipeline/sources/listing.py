@@ -17,6 +17,7 @@ of 1,000 keys after another, so one flat listing of millions of keys takes minut
 
 from __future__ import annotations
 
+import os
 import posixpath
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -97,7 +98,10 @@ def glob_files(fs, pattern: str) -> list[str]:
 
 def find_files(fs, root: str, threads: int = LIST_THREADS) -> list[str]:
     """Every file under the folder `root`, as `fs.find` gives them (unsorted), its subfolders listed
-    in parallel."""
+    in parallel (a local folder by `os.scandir`: fsspec's local `find` stats every entry, about 7 µs
+    a file)."""
+    if is_local_fs(fs):
+        return _local_files(root)
     try:
         entries = fs.ls(root, detail=True)
     except FileNotFoundError:
@@ -109,6 +113,27 @@ def find_files(fs, root: str, threads: int = LIST_THREADS) -> list[str]:
     with ThreadPoolExecutor(min(threads, len(folders))) as pool:
         for found in pool.map(fs.find, folders):
             files.extend(found)
+    return files
+
+
+def _local_files(root: str) -> list[str]:
+    """What fsspec's local `find` gives for `root`: everything below it that is not a folder (a link
+    counts as a file, a link to a folder too, and is not followed), folders that cannot be listed
+    left out; `root` itself when it is something else that exists."""
+    if not os.path.isdir(root):
+        return [root] if os.path.exists(root) else []
+    files, folders = [], [root]
+    while folders:
+        folder = folders.pop()
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    try:
+                        (folders if entry.is_dir(follow_symlinks=False) else files).append(entry.path)
+                    except OSError:
+                        continue
+        except OSError:
+            continue
     return files
 
 

@@ -328,3 +328,28 @@ def test_a_folder_is_listed_once_while_telling_its_kind_and_its_subfolders_in_pa
     monkeypatch.setattr(local.LocalFileSystem, "ls", no_second_pass)
     assert [u.key for u in list_work(source)] == ["a/x.wav", "b/x.wav", "c/d/x.wav", "top.flac"]
     assert "_found" not in pickle.loads(pickle.dumps(source)).__dict__  # the listing never travels to tasks
+
+
+def test_a_local_folder_is_found_as_fsspec_finds_it(tmp_path):
+    """`find_files` lists local folders with `os.scandir`: the same files as fsspec's `find`."""
+    import fsspec
+
+    from pipeline.sources.listing import find_files
+
+    tree = tmp_path / "tree"
+    (tree / "a" / "b").mkdir(parents=True)
+    (tree / "empty").mkdir()
+    for path in ("top.wav", "a/x.flac", "a/b/y.mp3", "a/b/notes.txt"):
+        (tree / path).write_bytes(b"x")
+    os.symlink(tree / "a" / "x.flac", tree / "file-link.flac")
+    os.symlink(tree / "a", tree / "folder-link")
+    os.symlink(tree / "gone.wav", tree / "a" / "broken.wav")
+    os.mkfifo(tree / "a" / "pipe")
+    os.symlink(tree, tmp_path / "root-link")
+    os.symlink(tmp_path / "gone", tmp_path / "broken-root")
+    fs = fsspec.filesystem("file")
+    roots = [tree, tree / "a", tree / "empty", tree / "top.wav", tmp_path / "root-link", tmp_path / "missing",
+             tmp_path / "broken-root", tree / "a" / "pipe"]
+    for root in map(str, roots):
+        assert sorted(find_files(fs, root)) == fs.find(root), root
+    assert len(fs.find(str(tree))) == 8

@@ -156,3 +156,12 @@ def test_detection_of_an_unknown_folder(tmp_path):
     (tmp_path / "readme.txt").write_text("nothing to see")
     with pytest.raises(SourceError, match="cannot tell what kind of source"):
         open_source(str(tmp_path))
+
+
+def test_an_audioset_line_without_seconds_is_refused_in_one_line(tmp_path):
+    (tmp_path / "audio").mkdir()
+    (tmp_path / "segments.csv").write_text('# YTID, start_seconds, end_seconds, positive_labels\n'
+                                           'abc, 30.000, 40.000, "/m/09x0r"\nxyz, thirty, 40.000, "/m/09x0r"\n')
+    source = open_source(str(tmp_path / "segments.csv"), audio_root=str(tmp_path / "audio"))
+    with pytest.raises(SourceError, match=r"malformed AudioSet segment line \(start and end must be seconds\).*xyz"):
+        source.list_units()
