@@ -6,10 +6,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 
+import pyarrow as pa
+
 from ..records import SourceItem
-from .base import AUDIO_EXTENSIONS, Source, WorkUnit, single_unit
-from .ids import check_ids
-from .listing import list_files
+from .base import AUDIO_EXTENSIONS, Source, WorkUnit
+from .ids import BadIds
+from .listing import Listing, list_files
+from .work_list import BATCH_UNITS, singles_table, table_units
 
 
 def is_audio(path: str) -> bool:
@@ -19,12 +22,22 @@ def is_audio(path: str) -> bool:
 class FilesSource(Source):
     kind = "files"
 
-    def _list_units(self) -> list[WorkUnit]:
-        listing = list_files(self.url, self.storage_options, keep=is_audio,
-                             found=self.found_files())
-        units = [single_unit(SourceItem(id=listing.id_of(p), uri=listing.uri_of(p))) for p in listing.paths]
-        check_ids(units, f"file names under {self.url}")
-        return units
+    def iter_units(self) -> Iterator[WorkUnit]:
+        return (unit for table in self.work_tables() for unit in table_units(table))
+
+    def work_tables(self) -> Iterator[pa.Table]:
+        """The files' units as columns, a batch at a time (no object per file is held)."""
+        listing = list_files(self.url, self.storage_options, keep=is_audio, found=self.found_files())
+        return self._tables(listing)
+
+    def _tables(self, listing: Listing) -> Iterator[pa.Table]:
+        bad_ids = BadIds(f"file names under {self.url}")
+        for start in range(0, len(listing.paths), BATCH_UNITS):
+            paths = listing.paths[start:start + BATCH_UNITS]
+            keys, uris = listing.ids_of(paths), [listing.prefix + path for path in paths]
+            bad_ids.see_all(keys, uris)
+            yield singles_table(keys, uris)
+        bad_ids.raise_if_any()
 
     def read_unit(self, unit: WorkUnit) -> Iterator[SourceItem]:
         known = unit.item or SourceItem(id=unit.key, uri=unit.uri)

@@ -24,10 +24,11 @@ import re
 from collections.abc import Iterable
 from typing import get_args
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import ConfigError, SourceError
-from .base import DedupePolicy, WorkUnit
+from .base import DedupePolicy
 from .work_list import WorkList
 
 MAX_ID_CHARS = 1024
@@ -36,6 +37,7 @@ DEDUPE_POLICIES: tuple[str, ...] = get_args(DedupePolicy)
 DUPLICATE_ERROR = "DuplicateId"
 SHOWN = 5  # bad rows or duplicate ids named in an error
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # Unicode's control characters (category Cc), all of them
+_CONTROL_RE2 = r"[\x00-\x1f\x7f-\x{9f}]"  # the same, in the spelling of Arrow's regex engine (RE2)
 
 
 def id_problem(value: object) -> str | None:
@@ -52,6 +54,14 @@ def id_problem(value: object) -> str | None:
     return None
 
 
+def valid_ids(ids: pa.Array) -> pa.BooleanArray:
+    """Where `id_problem` finds nothing wrong with an id of a string column (null: not an id), with
+    Arrow kernels over the whole column."""
+    length = pc.utf8_length(ids)
+    return pc.fill_null(pc.and_(pc.and_(pc.greater(length, 0), pc.less_equal(length, MAX_ID_CHARS)),
+                                pc.invert(pc.match_substring_regex(ids, _CONTROL_RE2))), False)
+
+
 class BadIds:
     """The invalid ids a listing meets as it goes: how many, and the first few by entry and place."""
 
@@ -64,25 +74,27 @@ class BadIds:
     def see(self, id: str | None, place: str) -> None:
         """The next entry's id (None: a container, which has none yet) and where it is."""
         self.entries += 1
+        self._check(self.entries, id, place)
+
+    def see_all(self, ids: list[str], places: list[str]) -> None:
+        """`see` for each id in turn (checked as a column: only an invalid id costs Python)."""
+        first = self.entries
+        self.entries += len(ids)
+        for at in pc.indices_nonzero(pc.invert(valid_ids(pa.array(ids, pa.string())))).to_pylist():
+            self._check(first + at + 1, ids[at], places[at])
+
+    def _check(self, entry: int, id: str | None, place: str) -> None:
         problem = id_problem(id) if id is not None else None
         if problem:
             self.count += 1
             if len(self.shown) < SHOWN:
-                self.shown.append(f"entry {self.entries} ({place[:80]}): {problem}")
+                self.shown.append(f"entry {entry} ({place[:80]}): {problem}")
 
     def raise_if_any(self) -> None:
         if self.count:
             raise SourceError(f"{self.where}: {self.count} invalid id(s) (ids are non-empty strings of at most "
                               f"{MAX_ID_CHARS} characters without control characters); fix them in the source: "
                               + "; ".join(self.shown))
-
-
-def check_ids(units: Iterable[WorkUnit], where: str) -> None:
-    """Raise a SourceError naming the first few units whose id is invalid."""
-    bad = BadIds(where)
-    for unit in units:
-        bad.see(unit.item.id if unit.item is not None else None, unit.uri)
-    bad.raise_if_any()
 
 
 def find_duplicate_ids(work: WorkList) -> dict[str, int]:

@@ -46,6 +46,21 @@ class Listing:
     def uri_of(self, path: str) -> str:
         return self.prefix + path
 
+    def ids_of(self, paths: list[str]) -> list[str]:
+        """`id_of` for many paths: a path that is the root, `/` and a normal relative path is cut
+        (what `relpath` gives it, without its two `abspath`s); any other goes through `relpath`."""
+        if not self.root:
+            return [relative_id(path, self.root) for path in paths]
+        head = f"{self.root.rstrip('/')}/"
+        cut = len(head)
+        ids = []
+        for path in paths:
+            rest = path[cut:]
+            plain = (path.startswith(head) and rest and not rest.startswith(("/", ".."))
+                     and posixpath.normpath(rest) == rest)
+            ids.append(rest if plain else relative_id(path, self.root))
+        return ids
+
 
 def has_glob(url: str) -> bool:
     return any(ch in url for ch in GLOB_CHARS)

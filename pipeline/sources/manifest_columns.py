@@ -25,13 +25,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .base import single_unit
-from .ids import MAX_ID_CHARS
+from .ids import valid_ids
 from .manifest_rows import LABEL_COLUMNS, BadRow, BadRows, columns_of, row_item, split_labels
 from .uri_rule import UriRule
 from .work_list import BATCH_UNITS, WORK_SCHEMA, units_table
 
 _DECIMAL = r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"
-_CONTROL = r"[\x00-\x1f\x7f-\x{9f}]"  # `ids._CONTROL` in RE2's spelling: Unicode's Cc code points
 
 
 def csv_header_and_rows(text: str) -> tuple[list[str] | None, Iterator[list[str]]]:
@@ -114,8 +113,7 @@ def _plain_rows(names: tuple[str, ...], cells: dict[str, pa.Array], rule: UriRul
     end = pc.if_else(pc.and_(pc.is_null(end), pc.is_valid(duration)), pc.add(from_zero, duration), end)
     plain = _all(
         pc.is_valid(uris),
-        pc.less_equal(pc.utf8_length(keys), MAX_ID_CHARS),
-        pc.invert(pc.match_substring_regex(keys, _CONTROL)),
+        valid_ids(keys),
         start_ok, end_ok, duration_ok,
         pc.or_kleene(pc.is_null(start), pc.greater_equal(start, 0.0)),
         pc.or_kleene(pc.is_null(end), pc.greater(end, from_zero)),

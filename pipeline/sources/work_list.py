@@ -69,6 +69,15 @@ def units_table(units: list[WorkUnit]) -> pa.Table:
     }, schema=WORK_SCHEMA)
 
 
+def singles_table(keys: list[str], uris: list[str]) -> pa.Table:
+    """Single inputs known by their id and URI alone (files of a folder), as a table of `WORK_SCHEMA`."""
+    count = len(keys)
+    return pa.table({"key": pa.array(keys, pa.string()), "uri": pa.array(uris, pa.string()),
+                     "container": pa.array([False] * count),
+                     **{field.name: pa.nulls(count, field.type) for field in WORK_SCHEMA if field.name not in
+                        ("key", "uri", "container")}}, schema=WORK_SCHEMA)
+
+
 def table_units(table: pa.Table | pa.RecordBatch) -> Iterator[WorkUnit]:
     """The units of a table of `WORK_SCHEMA` (a Ray Data batch of it, or a slice), in order."""
     for row in table.to_pylist():

@@ -353,3 +353,25 @@ def test_a_local_folder_is_found_as_fsspec_finds_it(tmp_path):
     for root in map(str, roots):
         assert sorted(find_files(fs, root)) == fs.find(root), root
     assert len(fs.find(str(tree))) == 8
+
+
+def test_ids_checked_as_a_column_are_those_id_problem_accepts():
+    from pipeline.sources.ids import MAX_ID_CHARS, id_problem, valid_ids
+
+    ids = [chr(point) for point in range(0x110000) if not 0xD800 <= point <= 0xDFFF]
+    ids += ["", "x" * MAX_ID_CHARS, "x" * (MAX_ID_CHARS + 1), "é" * MAX_ID_CHARS, "a\tb", "ok id", "a\x85"]
+    assert valid_ids(pa.array(ids)).to_pylist() == [id_problem(id) is None for id in ids]
+    assert valid_ids(pa.array([None], pa.string())).to_pylist() == [False]
+
+
+def test_ids_of_many_paths_are_what_relpath_gives():
+    from pipeline.sources.listing import Listing, relative_id
+
+    paths = ["/data/a.wav", "/data/sub/b.wav", "/data/.hidden.wav", "/data/..odd.wav", "/data//c.wav",
+             "/data/./d.wav", "/data/e/../f.wav", "/data/g/", "/data", "/other/h.wav", "/data2/i.wav", "/data/日本.wav"]
+    for root in ("/data", "/data/", "/", "/data//", "/da"):
+        listing = Listing(None, root, paths, "")
+        assert listing.ids_of(paths) == [relative_id(path, root) for path in paths], root
+    bucket = ["bucket/set/a.wav", "bucket/set/x/y.wav", "bucket/other.wav"]
+    for root in ("bucket/set", "bucket", ""):
+        assert Listing(None, root, bucket, "s3://").ids_of(bucket) == [relative_id(p, root) for p in bucket], root
