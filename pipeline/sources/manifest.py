@@ -17,6 +17,10 @@ Values are read as written, with no type inference: CSV cells stay strings (`001
 numbers are parsed only for the segment columns, and an id must be a string or an integer in
 JSON/Parquet (never a float). A row without audio, with a bad id or a bad segment is the user's
 to fix: the listing fails with a `SourceError` naming the first few such rows.
+
+One row's meaning is `manifest_rows.row_item`. A CSV manifest is listed a batch at a time, its plain
+rows as columns (`manifest_columns.py`: the same answers, about 4 µs a row instead of 14); JSON
+lines and Parquet manifests row by row.
 """
 
 from __future__ import annotations
