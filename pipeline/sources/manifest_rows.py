@@ -123,6 +123,8 @@ def _seconds(row: dict, column: str | None) -> float | None:
         seconds = float(value)
     except (TypeError, ValueError):
         raise BadRow(f"{column} {value!r} is not a number of seconds") from None
+    except OverflowError:  # an integer beyond any float
+        seconds = math.inf
     if not math.isfinite(seconds):
         raise BadRow(f"{column} {value!r} is not a finite number of seconds")
     return seconds

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import random
 
@@ -37,7 +38,7 @@ def by_columns(text: str, rule: UriRule, batch_rows: int) -> tuple[list, list[st
     rows = list(rows)
     units, bad = [], BadRows()
     for start in range(0, len(rows), batch_rows):
-        table = columns.batch_table(header, rows[start:start + batch_rows], rule, start + 1, bad)
+        table = columns.csv_batch_table(header, rows[start:start + batch_rows], rule, start + 1, bad)
         units.extend(table_units(table))
     return units, [bad.count, *bad.shown]
 
@@ -169,3 +170,79 @@ def test_the_listing_refuses_bad_rows_once_all_are_read(tmp_path):
     (tmp_path / "ok.csv").write_text("id,uri\n\na,a.wav\n\nb,b.wav\n")
     assert [u.key for u in list_work(open_source(str(tmp_path / "ok.csv")))] == ["a", "b"]
     assert [u.key for u in open_source(str(tmp_path / "ok.csv")).list_units()] == ["a", "b"]
+
+
+# --- typed rows: JSON lines and Parquet -----------------------------------------------------------
+
+def dict_rows_by_rows(rows: list[dict], rule: UriRule) -> tuple[list, list[str]]:
+    units, bad = [], BadRows()
+    for number, row in enumerate(rows, 1):
+        try:
+            units.append(single_unit(row_item(row, rule=rule)))
+        except BadRow as error:
+            bad.add(number, error)
+    return units, [bad.count, *bad.shown]
+
+
+def dict_rows_by_columns(rows: list[dict], rule: UriRule, batch_rows: int) -> tuple[list, list[str]]:
+    units, bad = [], BadRows()
+    for start in range(0, len(rows), batch_rows):
+        units.extend(table_units(columns.dict_batch_table(rows[start:start + batch_rows], rule, start + 1, bad)))
+    return units, [bad.count, *bad.shown]
+
+
+TYPED_IDS = ["", "id-1", "007", 7, 0, -3, True, 1.5, None, ["x"], "tab\tid", "x" * 1025, 10**30]
+TYPED_SECONDS = [None, 0, 1, 1.5, -0.0, -1, 2**70, 10**400, True, "1.5", " 2", float("nan"), float("inf"), [1],
+                 3.000000000000001, 1e-300]
+TYPED_LABELS = [None, "a;b", ["x", 1], [], " , "]
+TYPED_META = [None, "hello", 7, 0.25, float("nan"), True, ["list"], {"d": 1}, ""]
+
+
+def test_typed_rows_become_what_the_row_rule_makes_of_them(folder, monkeypatch):
+    """JSON lines and Parquet rows carry typed values: ints as ids, numbers and strings as seconds,
+    typed meta, rows with other columns, Lhotse rows. Each becomes what the row rule makes of it."""
+    shuffle = random.Random(7)
+    uris = URIS + [None, 5, ["a.wav"]] + ["audio/a.wav", "audio/b.wav", "a.wav", "audio/missing.wav"] * 40
+    rows = []
+    for _ in range(3000):
+        row = {"audio_filepath": shuffle.choice(uris),
+               "id": shuffle.choice(TYPED_IDS + [None] * 20 + [f"id-{len(rows)}"] * 80)}
+        for name in ("offset", "duration", "end"):
+            row[name] = shuffle.choice(TYPED_SECONDS + [None] * 250 + [1.0, 2] * 10)
+        for name in ("labels", "text", "speaker", "score"):
+            row[name] = shuffle.choice(TYPED_LABELS if name == "labels" else TYPED_META)
+        if shuffle.random() < 0.1:  # the same columns in another order
+            row = dict(reversed(list(row.items())))
+        if shuffle.random() < 0.05:  # other columns: another name for a part, a part missing
+            row["start_s"] = 0.5
+        if shuffle.random() < 0.05:
+            del row["id"]
+        rows.append(row)
+    rows.append({"sources": [{"type": "file", "source": "audio/a.wav", "channels": [0]}], "id": "lhotse",
+                 "supervisions": [{"text": "hi", "speaker": "s"}]})
+    rows.append({"recording": {"sources": [{"type": "file", "source": "audio/b.wav"}]}, "id": "lhotse-2"})
+    rule = UriRule(str(folder))
+    expected = dict_rows_by_rows(rows, UriRule(str(folder)))
+    assert expected[1][0] > 100 and len(expected[0]) > 1000
+    slow = []
+    monkeypatch.setattr(columns, "row_item", lambda row, rule: slow.append(row) or row_item(row, rule=rule))
+    for batch_rows in (7, 65_536):
+        assert dict_rows_by_columns(rows, rule, batch_rows) == expected
+    assert len(slow) / 2 < len(rows) / 2, len(slow)
+    kept = [unit.item for unit in expected[0]]
+    assert any(isinstance(item.meta and item.meta.get("speaker"), int) for item in kept)
+    assert any(item.end_s for item in kept) and any(item.labels for item in kept)
+
+
+def test_jsonl_and_parquet_manifests_are_listed_as_columns(folder):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"audio_filepath": f"audio/{name}", "duration": 1.25, "text": f"t{n}", "id": n}
+            for n, name in enumerate(["a.wav", "b.wav", "é.wav", "missing.wav"] * 3)]
+    (folder / "m.jsonl").write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    pq.write_table(pa.Table.from_pylist(rows), folder / "m.parquet")
+    expected = dict_rows_by_rows(rows, UriRule(str(folder), what="the manifest's folder"))[0]
+    for name in ("m.jsonl", "m.parquet"):
+        assert list(list_work(open_source(str(folder / name)))) == expected
+    assert expected[1].key == "1" and expected[1].item.meta == {"text": "t1"} and expected[1].item.end_s == 1.25
