@@ -136,8 +136,7 @@ class AudioSetSource(FilesSource):
                         uris[at] = files[at]
                         failures[at] = pickle.dumps(
                             Failure.from_error(keys[at], files[at], STAGE_READ, error, "UriOutsideRule"))
-            for key, uri in zip(keys, uris, strict=True):
-                bad_ids.see(key, uri)
+            bad_ids.see_all(keys, uris)
             labels = [seg.labels for seg in batch]
             yield pa.table({
                 "key": keys, "uri": uris, "container": [False] * len(batch), "labels": labels,

@@ -71,24 +71,16 @@ class BadIds:
         self.count = 0
         self.shown: list[str] = []
 
-    def see(self, id: str | None, place: str) -> None:
-        """The next entry's id (None: a container, which has none yet) and where it is."""
-        self.entries += 1
-        self._check(self.entries, id, place)
-
     def see_all(self, ids: list[str], places: list[str]) -> None:
-        """`see` for each id in turn (checked as a column: only an invalid id costs Python)."""
+        """The next entries' ids and where each is (checked as a column: only an invalid id costs Python)."""
         first = self.entries
         self.entries += len(ids)
         for at in pc.indices_nonzero(pc.invert(valid_ids(pa.array(ids, pa.string())))).to_pylist():
-            self._check(first + at + 1, ids[at], places[at])
-
-    def _check(self, entry: int, id: str | None, place: str) -> None:
-        problem = id_problem(id) if id is not None else None
-        if problem:
-            self.count += 1
-            if len(self.shown) < SHOWN:
-                self.shown.append(f"entry {entry} ({place[:80]}): {problem}")
+            problem = id_problem(ids[at])
+            if problem:
+                self.count += 1
+                if len(self.shown) < SHOWN:
+                    self.shown.append(f"entry {first + at + 1} ({places[at][:80]}): {problem}")
 
     def raise_if_any(self) -> None:
         if self.count:

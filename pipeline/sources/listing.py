@@ -47,8 +47,8 @@ class Listing:
         return self.prefix + path
 
     def ids_of(self, paths: list[str]) -> list[str]:
-        """`id_of` for many paths: a path that is the root, `/` and a normal relative path is cut
-        (what `relpath` gives it, without its two `abspath`s); any other goes through `relpath`."""
+        """`id_of` for many paths: a path made of the root, `/` and a normal relative path is that
+        relative path (what `relpath` gives, without its two `abspath`s); any other goes through `relpath`."""
         if not self.root:
             return [relative_id(path, self.root) for path in paths]
         head = f"{self.root.rstrip('/')}/"

@@ -17,6 +17,7 @@ from pipeline.sources import (
     HFParquetSource,
     ManifestSource,
     TarSource,
+    list_work,
     open_source,
 )
 from pipeline.sources.audioset import parse_segments_csv
@@ -165,3 +166,10 @@ def test_an_audioset_line_without_seconds_is_refused_in_one_line(tmp_path):
     source = open_source(str(tmp_path / "segments.csv"), audio_root=str(tmp_path / "audio"))
     with pytest.raises(SourceError, match=r"malformed AudioSet segment line \(start and end must be seconds\).*xyz"):
         source.list_units()
+
+
+def test_file_names_that_are_no_ids_are_refused_naming_the_first(tmp_path):
+    (tmp_path / "good.wav").write_bytes(wav_bytes())
+    (tmp_path / "tab\there.wav").write_bytes(wav_bytes())
+    with pytest.raises(SourceError, match=r"1 invalid id\(s\).*entry 2 .*tab\\there.wav.*control character"):
+        list_work(open_source(str(tmp_path)))
