@@ -25,12 +25,12 @@ import pyarrow as pa
 
 from ..errors import SourceError
 from ..records import STAGE_READ, Failure
-from .base import AUDIO_EXTENSIONS, WorkUnit
+from .base import AUDIO_EXTENSIONS
 from .files import FilesSource
 from .ids import BadIds
 from .listing import find_files, protocol_prefix, relative_id
 from .uri_rule import UriOutsideRule, UriRule
-from .work_list import BATCH_UNITS, WORK_SCHEMA, table_units
+from .work_list import BATCH_UNITS, WORK_SCHEMA
 
 
 class Segment(NamedTuple):
@@ -56,11 +56,6 @@ def iter_segments(text: str) -> Iterator[Segment]:
         if not (math.isfinite(start_s) and math.isfinite(end_s)):
             raise SourceError(f"malformed AudioSet segment line (start and end must be seconds): {fields!r}")
         yield Segment(ytid, start, end, start_s, end_s, [m.strip() for m in labels.split(",") if m.strip()])
-
-
-def parse_segments_csv(text: str) -> list[dict]:
-    return [{"ytid": seg.ytid, "start": seg.start, "end": seg.end, "labels": seg.labels}
-            for seg in iter_segments(text)]
 
 
 def parse_class_labels(text: str) -> dict[str, str]:
@@ -90,9 +85,6 @@ class AudioSetSource(FilesSource):
     class_labels_url: str | None = None
 
     kind = "audioset"
-
-    def iter_units(self) -> Iterator[WorkUnit]:
-        return (unit for table in self.work_tables() for unit in table_units(table))
 
     def work_tables(self) -> Iterator[pa.Table]:
         """The segments' units as columns, a batch at a time: a CSV of millions of segments is never

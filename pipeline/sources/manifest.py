@@ -35,13 +35,11 @@ from typing import Any
 import pyarrow as pa
 
 from ..errors import SourceError
-from .base import WorkUnit
 from .files import FilesSource
 from .listing import protocol_prefix
 from .manifest_columns import csv_header_and_rows, csv_work_tables, dict_work_tables
 from .manifest_rows import ID_COLUMNS, LHOTSE_SOURCES, URI_COLUMNS, first_present
 from .uri_rule import UriRule
-from .work_list import table_units
 
 COLUMNS_FROM_ROWS = 100  # the first rows, whose columns must name the audio
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".json", ".jsonl.gz", ".json.gz", ".parquet")
@@ -64,24 +62,15 @@ def read_manifest(fs, path: str) -> bytes:
 
 
 def iter_rows(fs, path: str) -> Iterator[dict[str, Any]]:
-    """The manifest's rows as dicts of plain Python values (CSV cells as strings, '' as None), one at
-    a time: a manifest of millions of rows is never held as dicts."""
+    """A JSON lines, JSON or Parquet manifest's rows as dicts of plain Python values, one at a time: a
+    manifest of millions of rows is never held as dicts (a CSV's rows: `manifest_columns`)."""
     raw = read_manifest(fs, path)
-    form = manifest_format(path)
-    if form == "parquet":
+    if manifest_format(path) == "parquet":
         yield from _parquet_rows(raw)
         return
     text = raw.decode("utf-8-sig")
     del raw
-    yield from _csv_rows(text) if form == "csv" else _json_rows(text)
-
-
-def _csv_rows(text: str) -> Iterator[dict]:
-    """`csv.DictReader`'s rows (blank lines skipped; cells past the header's dropped, missing ones
-    None), with '' as None: its C reader, without DictReader's per-row Python."""
-    header, rows = csv_header_and_rows(text)
-    for values in rows:
-        yield {name: (value if value != "" else None) for name, value in zip(header, values, strict=True)}
+    yield from _json_rows(text)
 
 
 def _json_rows(text: str) -> Iterator[dict]:
@@ -141,9 +130,6 @@ class ManifestSource(FilesSource):
             raise SourceError(f"manifest {self.url} lists no audio")
         self._check_columns(set().union(*(row.keys() for row in first)))
         return dict_work_tables(itertools.chain(first, rows), self._rule(fs, path), self.url)
-
-    def iter_units(self) -> Iterator[WorkUnit]:
-        return (unit for table in self.work_tables() for unit in table_units(table))
 
     def _check_columns(self, columns: set[str]) -> None:
         if not first_present(columns, URI_COLUMNS) and LHOTSE_SOURCES not in columns and "recording" not in columns:

@@ -61,6 +61,12 @@ def csv_header_and_rows(text: str) -> tuple[list[str] | None, Iterator[list[str]
     return header, rows()
 
 
+def csv_row(names: tuple[str, ...] | list[str], values: list[str]) -> dict:
+    """A CSV row as the row rule reads it: DictReader's dict (a repeated name keeps its last cell),
+    empty cells None."""
+    return {name: (value if value != "" else None) for name, value in zip(names, values, strict=True)}
+
+
 def csv_work_tables(header: list[str], rows: Iterable[list[str]], rule: UriRule, url: str,
                     batch_rows: int = BATCH_UNITS) -> Iterator[pa.Table]:
     """The rows' work units as tables of `WORK_SCHEMA`, in order; once all are read, a SourceError
@@ -78,7 +84,7 @@ def csv_batch_table(header: list[str], rows: list[list[str]], rule: UriRule, fir
     count = len(rows)
 
     def row_dict(position: int) -> dict:
-        return {name: (value if value != "" else None) for name, value in zip(names, rows[position], strict=True)}
+        return csv_row(names, rows[position])
 
     if columns.uri is None or len(set(names)) != len(names):
         return _with_row_rule(WORK_SCHEMA.empty_table(), pa.array([False] * count), row_dict, rule, first_number, bad)

@@ -168,14 +168,18 @@ class UriRule:
         if "\x00" in path:  # (os.path.islink says False where realpath raises)
             raise ValueError("embedded null byte")
         folder, _, name = path.rpartition("/")
-        folder = folder or "/"
-        real_folder = self._real_folders.get(folder)
-        if real_folder is None:
-            if len(self._real_folders) >= REAL_FOLDERS_KEPT:
-                self._real_folders.clear()
-            real_folder = self._real_folders[folder] = os.path.realpath(folder)
+        real_folder = self._real_folder(folder or "/")
         joined = f"{real_folder.rstrip('/')}/{name}" if name else real_folder
         return os.path.realpath(joined) if os.path.islink(joined) else joined
+
+    def _real_folder(self, folder: str) -> str:
+        """`os.path.realpath` of a folder, kept for the next path in it."""
+        real = self._real_folders.get(folder)
+        if real is None:
+            if len(self._real_folders) >= REAL_FOLDERS_KEPT:
+                self._real_folders.clear()
+            real = self._real_folders[folder] = os.path.realpath(folder)
+        return real
 
     def resolve_plain(self, raws: pa.Array) -> pa.Array:
         """`resolve` for a column of URIs at once, where it needs none of its general rules: for a
@@ -219,7 +223,7 @@ class UriRule:
         scheme = self._base.scheme
         if scheme != "file":
             return _PlainFolder("" if self._allows(Location(scheme, folder)) else None)
-        real = os.path.realpath(folder or "/")
+        real = self._real_folder(folder or "/")
         return _PlainFolder(f"{real.rstrip('/')}/" if self._allows(Location("file", real)) else None)
 
     def _allows(self, location: Location) -> bool:

@@ -16,16 +16,16 @@ from pipeline.errors import SourceError
 from pipeline.sources import list_work, open_source, uri_rule
 from pipeline.sources import manifest_columns as columns
 from pipeline.sources.base import single_unit
-from pipeline.sources.manifest import _csv_rows
 from pipeline.sources.manifest_rows import BadRow, BadRows, row_item
 from pipeline.sources.uri_rule import UriRule
 from pipeline.sources.work_list import table_units
+from tests.support.manifests import csv_dict_rows
 
 
 def by_rows(text: str, rule: UriRule) -> tuple[list, list[str]]:
     """The reference: the row rule applied to each of DictReader's rows."""
     units, bad = [], BadRows()
-    for number, row in enumerate(_csv_rows(text), 1):
+    for number, row in enumerate(csv_dict_rows(text), 1):
         try:
             units.append(single_unit(row_item(row, rule=rule)))
         except BadRow as error:

@@ -20,7 +20,7 @@ from pipeline.sources import (
     list_work,
     open_source,
 )
-from pipeline.sources.audioset import parse_segments_csv
+from pipeline.sources.audioset import Segment, iter_segments
 from tests.support.audio import wav_bytes
 from tests.support.audioset import AUDIOSET_CSV, CLASS_LABELS
 
@@ -134,8 +134,8 @@ def test_tar_shards_with_json_metadata(tmp_path):
 
 
 def test_audioset_csv_joins_files_and_labels(tmp_path):
-    assert parse_segments_csv(AUDIOSET_CSV)[0] == {
-        "ytid": "--PJHxphWEs", "start": "30.000", "end": "40.000", "labels": ["/m/09x0r", "/t/dd00088"]}
+    assert next(iter_segments(AUDIOSET_CSV)) == Segment(
+        "--PJHxphWEs", "30.000", "40.000", 30.0, 40.0, ["/m/09x0r", "/t/dd00088"])
     audio = tmp_path / "audio"
     audio.mkdir()
     (audio / "--PJHxphWEs_30.000_40.000.flac").write_bytes(wav_bytes(fmt="FLAC"))

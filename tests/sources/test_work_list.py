@@ -67,7 +67,7 @@ def test_csv_rows_are_what_dictreader_gives_with_empty_cells_as_none():
     import csv
     import io
 
-    from pipeline.sources.manifest import _csv_rows
+    from tests.support.manifests import csv_dict_rows
 
     text = ('id,uri,text,id\n'
             'a,x.wav,"two\nlines",a2\n'  # a quoted newline; a repeated column name: the last one wins
@@ -77,5 +77,5 @@ def test_csv_rows_are_what_dictreader_gives_with_empty_cells_as_none():
             ',w.wav,"",\n')
     expected = [{k: (v if v != "" else None) for k, v in row.items() if k is not None}
                 for row in csv.DictReader(io.StringIO(text, newline=""))]
-    assert list(_csv_rows(text)) == expected and len(expected) == 4
-    assert list(_csv_rows("")) == [] and list(_csv_rows("id,uri\n")) == []
+    assert list(csv_dict_rows(text)) == expected and len(expected) == 4
+    assert list(csv_dict_rows("")) == [] and list(csv_dict_rows("id,uri\n")) == []
